@@ -1,0 +1,161 @@
+"""Orgs, users and API keys: keys are random, shown once, stored as a SHA-256 hash and a prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+from chatapp.errors import AuthenticationError, ChatAppError
+
+__all__ = [
+    "KEY_PREFIX",
+    "SCOPES",
+    "Accounts",
+    "CreatedKey",
+    "Principal",
+    "hash_secret",
+    "new_secret",
+]
+
+KEY_PREFIX = "ca-"
+SCOPES = frozenset({"chat", "admin"})
+_DISPLAY_LENGTH = 11
+
+
+def new_secret() -> str:
+    """A fresh key: 'ca-' and 40 URL-safe random characters (240 bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(30)
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 is enough for keys of 240 random bits: nothing to brute-force, and it is fast."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key, its user and org, and what the key may do."""
+
+    key_id: int
+    key_prefix: str
+    user_id: int
+    user_name: str
+    org_id: int
+    scopes: frozenset[str]
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A key just made: the only moment its secret is known outside the caller's hands."""
+
+    id: int
+    prefix: str
+    secret: str
+
+
+_LOOKUP = """
+SELECT k.id, k.prefix, k.scopes, k.expires_at, k.revoked_at, u.id, u.name, u.status, u.org_id
+FROM api_keys k JOIN users u ON u.id = k.user_id
+WHERE k.secret_hash = ?
+"""
+
+
+class Accounts:
+    """Orgs, users and keys over the SQLite database."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal for a presented key, or AuthenticationError; revocation applies at once."""
+        row = self.db.execute(_LOOKUP, (hash_secret(secret),)).fetchone()
+        if row is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        key_id, prefix, scopes, expires_at, revoked_at, user_id, user_name, status, org_id = row
+        if revoked_at is not None:
+            raise AuthenticationError(f"The API key {prefix}… has been revoked.")
+        if expires_at is not None and expires_at <= _now():
+            raise AuthenticationError(f"The API key {prefix}… expired at {expires_at}.")
+        if status != "active":
+            raise AuthenticationError(f"The user of API key {prefix}… is {status}.")
+        return Principal(
+            key_id=key_id,
+            key_prefix=prefix,
+            user_id=user_id,
+            user_name=user_name,
+            org_id=org_id,
+            scopes=frozenset(scopes.split(",")),
+        )
+
+    def ensure_org(self, name: str) -> int:
+        row = self.db.execute("SELECT id FROM orgs WHERE name = ?", (name,)).fetchone()
+        if row:
+            return int(row[0])
+        return int(self.db["orgs"].insert({"name": name}).last_pk)
+
+    def ensure_user(self, name: str, *, org_id: int, is_admin: bool = False) -> int:
+        row = self.db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+        if row:
+            return int(row[0])
+        record = {"name": name, "org_id": org_id, "is_admin": int(is_admin)}
+        return int(self.db["users"].insert(record).last_pk)
+
+    def create_key(
+        self,
+        user_id: int,
+        *,
+        scopes: frozenset[str] = frozenset({"chat"}),
+        name: str = "",
+        secret: str | None = None,
+    ) -> CreatedKey:
+        """Store a new key (random unless `secret` is given) and return its secret, once."""
+        unknown = scopes - SCOPES
+        if unknown:
+            raise ChatAppError(f"unknown scope(s): {', '.join(sorted(unknown))}")
+        secret = secret or new_secret()
+        if len(secret) < 16:
+            raise ChatAppError("an API key must be at least 16 characters long")
+        prefix = secret[:_DISPLAY_LENGTH]
+        record = {
+            "user_id": user_id,
+            "name": name,
+            "prefix": prefix,
+            "secret_hash": hash_secret(secret),
+            "scopes": ",".join(sorted(scopes)),
+        }
+        with self.db.conn:
+            key_id = int(self.db["api_keys"].insert(record).last_pk)
+        return CreatedKey(id=key_id, prefix=prefix, secret=secret)
+
+    def has_key(self, secret: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM api_keys WHERE secret_hash = ?", (hash_secret(secret),)
+        ).fetchone()
+        return row is not None
+
+    def revoke_key(self, key_id: int) -> None:
+        """Revoke a key; the next request that presents it is refused."""
+        with self.db.conn:
+            self.db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (_now(), key_id),
+            )
+
+    def admin_key_count(self) -> int:
+        """Usable keys with the admin scope: init creates one only when there is none."""
+        row = self.db.execute(
+            "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"
+            " AND (',' || scopes || ',') LIKE '%,admin,%'"
+        ).fetchone()
+        return int(row[0])

@@ -1,0 +1,72 @@
+"""`chatapp init`: the data dir, the database, an admin user and a first key in a 0600 file."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatapp.accounts import Accounts
+from chatapp.paths import CREDENTIALS_NAME, DB_NAME
+from chatapp.store import open_database
+
+__all__ = ["InitResult", "initialize", "read_credentials", "write_credentials"]
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What init did: `new_key` is the admin key's secret when one was made now, else None."""
+
+    home: Path
+    db_path: Path
+    credentials_path: Path
+    new_key: str | None
+
+
+def initialize(home: Path, *, url: str, admin_key: str | None = None) -> InitResult:
+    """Create what is missing and leave what exists: running it twice changes nothing.
+
+    A key is made when no admin key exists yet, or when `admin_key` (CHATAPP_ADMIN_KEY) is given
+    and not yet stored; then it is written to the credentials file for the CLI and TUI.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    db_path = home / DB_NAME
+    credentials = home / CREDENTIALS_NAME
+    db = open_database(db_path)
+    try:
+        accounts = Accounts(db)
+        org_id = accounts.ensure_org("default")
+        admin_id = accounts.ensure_user("admin", org_id=org_id, is_admin=True)
+        new_key: str | None = None
+        if admin_key is not None and not accounts.has_key(admin_key):
+            new_key = accounts.create_key(
+                admin_id, scopes=frozenset({"chat", "admin"}), name="admin", secret=admin_key
+            ).secret
+        elif admin_key is None and accounts.admin_key_count() == 0:
+            new_key = accounts.create_key(
+                admin_id, scopes=frozenset({"chat", "admin"}), name="admin"
+            ).secret
+        if new_key is not None or (admin_key is not None and not credentials.exists()):
+            write_credentials(credentials, url=url, api_key=admin_key or new_key or "")
+    finally:
+        db.conn.close()
+    return InitResult(home=home, db_path=db_path, credentials_path=credentials, new_key=new_key)
+
+
+def write_credentials(path: Path, *, url: str, api_key: str) -> None:
+    """Write the credentials file readable by its owner only (created 0600, never wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        json.dump({"url": url, "api_key": api_key}, handle, indent=2)
+        handle.write("\n")
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """The stored url and api_key; an empty dict when there is no usable file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}

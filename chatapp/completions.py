@@ -1,0 +1,201 @@
+"""Send a chat completion to an upstream engine and hand back its answer or its SSE chunks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import anyio
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
+from chatapp.token_count import count_usage
+from chatapp.upstreams import ModelPool, Upstream
+
+__all__ = ["ChatStream", "Completions"]
+
+
+def _upstream_error(status: int, body: bytes) -> RequestError:
+    """Map an engine's error answer to ours, keeping its message but never its traceback."""
+    message = ""
+    try:
+        payload = json.loads(body)
+        error = payload.get("error", payload) if isinstance(payload, dict) else {}
+        message = str(error.get("message") or error.get("detail") or "")
+    except (ValueError, AttributeError):
+        message = body.decode("utf-8", "replace")
+    message = (message.strip().splitlines() or [""])[0][:500]
+    if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
+        return InvalidRequest(message or f"The engine rejected the request ({status}).")
+    if status in (429, 503):
+        return EngineUnavailable(f"The engine is busy ({status}): {message}", retry_after=2)
+    return UpstreamError(f"The engine failed ({status}): {message or 'no detail'}")
+
+
+class Completions:
+    """Forwards chat completions over one shared httpx client (connection pooling per engine)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def create(self, pool: ModelPool, body: Mapping[str, Any]) -> bytes:
+        """A non-streamed completion: the engine's JSON answer, unchanged."""
+        upstream = pool.pick()
+        upstream.outstanding += 1
+        try:
+            response = await self.client.post(
+                f"{upstream.base_url}/chat/completions",
+                json={**body, "stream": False},
+                headers=upstream.headers(),
+            )
+        except httpx.HTTPError as exc:
+            raise _connection_error(pool, exc) from exc
+        finally:
+            upstream.outstanding -= 1
+        if response.status_code != 200:
+            raise _upstream_error(response.status_code, response.content)
+        return response.content
+
+    async def open_stream(
+        self, pool: ModelPool, body: Mapping[str, Any], *, include_usage: bool
+    ) -> ChatStream:
+        """Start a streamed completion; fails (before any byte reaches the client) if it cannot.
+
+        The engine is always asked for usage; the usage chunk is passed on only when the client
+        asked for it, and counted here when the engine sends none.
+        """
+        upstream = pool.pick()
+        payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        request = self.client.build_request(
+            "POST", f"{upstream.base_url}/chat/completions", json=payload,
+            headers=upstream.headers(),
+        )
+        upstream.outstanding += 1
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            upstream.outstanding -= 1
+            raise _connection_error(pool, exc) from exc
+        if response.status_code != 200:
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+                upstream.outstanding -= 1
+            raise _upstream_error(response.status_code, content)
+        return ChatStream(self.client, upstream, response, body, include_usage)
+
+
+def _connection_error(pool: ModelPool, exc: httpx.HTTPError) -> RequestError:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return EngineUnavailable(
+            f"The engine for '{pool.model.name}' is not answering; retry shortly.", retry_after=5
+        )
+    return UpstreamError(f"The engine for '{pool.model.name}' failed: {type(exc).__name__}")
+
+
+class ChatStream:
+    """An open upstream stream: iterate for each chunk's JSON text, then it closes itself."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        upstream: Upstream,
+        response: httpx.Response,
+        body: Mapping[str, Any],
+        include_usage: bool,
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.response = response
+        self.body = body
+        self.include_usage = include_usage
+        self.usage: dict[str, int] | None = None
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        """Each upstream chunk's data, as it arrives; ends with a usage chunk when asked for."""
+        count_here = self.include_usage and not self.upstream.reports_stream_usage
+        pieces: list[str] = []
+        last: dict[str, Any] | None = None
+        try:
+            async for event in EventSource(self.response).aiter_sse():
+                data = event.data
+                if data == "[DONE]":
+                    break
+                if not data:
+                    continue
+                if count_here or '"usage"' in data or '"error"' in data:
+                    chunk = _parse_chunk(data)
+                    if "error" in chunk:
+                        raise _upstream_error(502, data.encode())
+                    if chunk.get("usage"):
+                        self.usage = chunk["usage"]
+                        if not self.include_usage:
+                            if not chunk.get("choices"):
+                                continue
+                            data = json.dumps({**chunk, "usage": None})
+                    if count_here:
+                        last = chunk
+                        pieces.extend(_content(chunk))
+                yield data
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"The engine stopped mid-answer ({type(exc).__name__}); the answer is incomplete."
+            ) from exc
+        except SSEError as exc:
+            raise UpstreamError(f"The engine sent a malformed stream: {exc}") from exc
+        finally:
+            await self.aclose()
+        if count_here and self.usage is None:
+            self.usage = await count_usage(
+                self.client, self.upstream.base_url, self.upstream.headers(),
+                self.body.get("messages", []), "".join(pieces),
+            )
+            yield json.dumps(_usage_chunk(last, self.body, self.usage))
+
+    async def aclose(self) -> None:
+        """Close the upstream response: the engine sees the disconnect and stops generating."""
+        if not self._closed:
+            self._closed = True
+            self.upstream.outstanding -= 1
+            # Shielded: this runs while a client disconnect is cancelling the request.
+            with anyio.CancelScope(shield=True):
+                await self.response.aclose()
+
+
+def _parse_chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise UpstreamError(f"The engine sent a chunk that is not JSON: {data[:200]!r}") from exc
+    if not isinstance(chunk, dict):
+        raise UpstreamError(f"The engine sent a chunk that is not an object: {data[:200]!r}")
+    return chunk
+
+
+def _content(chunk: Mapping[str, Any]) -> list[str]:
+    out = []
+    for choice in chunk.get("choices") or ():
+        text = (choice.get("delta") or {}).get("content")
+        if isinstance(text, str):
+            out.append(text)
+    return out
+
+
+def _usage_chunk(
+    last: Mapping[str, Any] | None, body: Mapping[str, Any], usage: dict[str, int]
+) -> dict[str, Any]:
+    """The final chunk OpenAI sends with `include_usage`: no choices, just usage."""
+    last = last or {}
+    return {
+        "id": last.get("id", "chatcmpl-chatapp"),
+        "object": "chat.completion.chunk",
+        "created": last.get("created", int(time.time())),
+        "model": last.get("model", body.get("model")),
+        "choices": [],
+        "usage": usage,
+    }

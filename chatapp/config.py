@@ -1,0 +1,223 @@
+"""models.toml read with tomllib into typed, validated config; every error names the file and key."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatapp.errors import ConfigError
+
+__all__ = [
+    "ENGINE_KINDS",
+    "Config",
+    "ModelConfig",
+    "NodeConfig",
+    "Pricing",
+    "ServerConfig",
+    "load_config",
+    "parse_config",
+]
+
+ENGINE_KINDS = ("llama.cpp", "vllm")
+EngineArg = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the gateway listens and the limits it applies to every request."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path | None = None
+    max_body_bytes: int = 1_048_576
+    keepalive_seconds: float = 10.0
+    engine_start_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """Price in the operator's currency per million tokens, for usage reports."""
+
+    input_per_1m: float = 0.0
+    output_per_1m: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A remote OpenAI-compatible upstream (another chatapp node or any such server)."""
+
+    url: str
+    api_key: str | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model clients can name: a local engine chatapp supervises, remote nodes, or both."""
+
+    name: str
+    engine: str | None
+    model: str
+    context_window: int
+    args: Mapping[str, EngineArg] = field(default_factory=dict)
+    pricing: Pricing = field(default_factory=Pricing)
+    nodes: tuple[NodeConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of models.toml, plus the path it came from (for messages)."""
+
+    path: Path
+    server: ServerConfig
+    models: Mapping[str, ModelConfig]
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a models.toml; raises ConfigError naming the file and key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), None, f"cannot be read ({exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"not valid TOML: {exc}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
+    """Turn parsed TOML into Config, rejecting unknown keys so typos do not pass silently."""
+    table = _Table(raw, str(path), "")
+    table.only("server", "models")
+    server = _parse_server(table.table("server"))
+    models_table = table.table("models")
+    models = {name: _parse_model(models_table.table(name), name) for name in models_table.keys()}
+    if not models:
+        raise ConfigError(str(path), "models", "define at least one model, e.g. [models.smollm2]")
+    return Config(path=path, server=server, models=models)
+
+
+def _parse_server(t: _Table) -> ServerConfig:
+    t.only("host", "port", "data_dir", "max_body_bytes", "keepalive_seconds",
+           "engine_start_timeout")
+    default = ServerConfig()
+    data_dir = t.string("data_dir", None)
+    return ServerConfig(
+        host=t.string("host", default.host) or default.host,
+        port=t.integer("port", default.port, low=1, high=65535),
+        data_dir=Path(data_dir).expanduser() if data_dir else None,
+        max_body_bytes=t.integer("max_body_bytes", default.max_body_bytes, low=1024),
+        keepalive_seconds=t.number("keepalive_seconds", default.keepalive_seconds, low=0.05),
+        engine_start_timeout=t.number("engine_start_timeout", default.engine_start_timeout,
+                                      low=1.0),
+    )
+
+
+def _parse_model(t: _Table, name: str) -> ModelConfig:
+    t.only("engine", "model", "context_window", "args", "pricing", "nodes")
+    engine = t.string("engine", None)
+    if engine is not None and engine not in ENGINE_KINDS:
+        t.fail("engine", f"must be one of {', '.join(ENGINE_KINDS)} (got {engine!r})")
+    nodes = tuple(_parse_node(node) for node in t.tables("nodes"))
+    if engine is None and not nodes:
+        t.fail("engine", "missing: set engine = \"llama.cpp\" or \"vllm\", or list [[nodes]]")
+    model = t.string("model", None)
+    if engine is not None and not model:
+        t.fail("model", "missing: a GGUF path or \"embedded\" for llama.cpp, a model id for vllm")
+    args_table = t.table("args")
+    args: dict[str, EngineArg] = {}
+    for key in args_table.keys():
+        value = args_table.raw[key]
+        if not isinstance(value, str | int | float | bool):
+            args_table.fail(key, "engine arguments must be strings, numbers or booleans")
+        args[key] = value
+    pricing = t.table("pricing")
+    pricing.only("input_per_1m", "output_per_1m")
+    return ModelConfig(
+        name=name,
+        engine=engine,
+        model=model or name,
+        context_window=t.integer("context_window", 4096, low=16),
+        args=args,
+        pricing=Pricing(
+            input_per_1m=pricing.number("input_per_1m", 0.0, low=0.0),
+            output_per_1m=pricing.number("output_per_1m", 0.0, low=0.0),
+        ),
+        nodes=nodes,
+    )
+
+
+def _parse_node(t: _Table) -> NodeConfig:
+    t.only("url", "api_key", "weight")
+    url = t.string("url", None)
+    if not url or not url.startswith(("http://", "https://")):
+        t.fail("url", "must be an http:// or https:// URL of an OpenAI-compatible /v1 base")
+    return NodeConfig(
+        url=url.rstrip("/"),
+        api_key=t.string("api_key", None),
+        weight=t.number("weight", 1.0, low=0.0),
+    )
+
+
+class _Table:
+    """A TOML table that remembers its dotted key, so every error can say where it is."""
+
+    def __init__(self, raw: Mapping[str, Any], path: str, prefix: str) -> None:
+        self.raw = raw
+        self.path = path
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> None:
+        raise ConfigError(self.path, self.key(name), problem)
+
+    def keys(self) -> list[str]:
+        return list(self.raw)
+
+    def only(self, *allowed: str) -> None:
+        for name in self.raw:
+            if name not in allowed:
+                self.fail(name, f"unknown key (expected one of: {', '.join(allowed)})")
+
+    def table(self, name: str) -> _Table:
+        value = self.raw.get(name, {})
+        if not isinstance(value, Mapping):
+            self.fail(name, f"must be a table, not {type(value).__name__}")
+        return _Table(value, self.path, self.key(name))
+
+    def tables(self, name: str) -> list[_Table]:
+        value = self.raw.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            self.fail(name, "must be an array of tables ([[...]])")
+        return [_Table(v, self.path, f"{self.key(name)}[{i}]") for i, v in enumerate(value)]
+
+    def string(self, name: str, default: str | None) -> str | None:
+        value = self.raw.get(name, default)
+        if value is not None and not isinstance(value, str):
+            self.fail(name, f"must be a string, not {type(value).__name__}")
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
+        value = self.raw.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(name, f"must be an integer, not {type(value).__name__}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.fail(name, f"must be {bound} (got {value})")
+        return int(value)
+
+    def number(self, name: str, default: float, *, low: float) -> float:
+        value = self.raw.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(name, f"must be a number, not {type(value).__name__}")
+        if value < low:
+            self.fail(name, f"must be at least {low} (got {value})")
+        return float(value)

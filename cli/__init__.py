@@ -1,0 +1,1 @@
+"""The `chatapp` command line (typer): serve, init and the operator's commands."""

@@ -1,0 +1,68 @@
+"""Commands that work on the local files, no server needed: init, migrate, key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from chatapp.bootstrap import initialize, read_credentials
+from chatapp.errors import ChatAppError
+from chatapp.paths import CREDENTIALS_NAME, DB_NAME
+from chatapp.store import open_database
+from cli.common import console, fail, load_setup
+
+__all__ = ["init", "key", "migrate"]
+
+_CONFIG = typer.Option(None, "--config", "-c", help="models.toml to use.")
+
+
+def init(config: Path | None = _CONFIG) -> None:
+    """Create the data dir, the database, an admin user and a first API key (shown once).
+
+    Set CHATAPP_ADMIN_KEY to choose the admin key yourself (for automation).
+    """
+    setup = load_setup(config)
+    url = f"http://{setup.config.server.host}:{setup.config.server.port}"
+    try:
+        result = initialize(setup.home, url=url, admin_key=os.environ.get("CHATAPP_ADMIN_KEY"))
+    except ChatAppError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"data dir: {result.home}", highlight=False)
+    console.print(f"database: {result.db_path}", highlight=False)
+    if result.new_key:
+        console.print("admin API key (shown once; also saved, 0600, in "
+                      f"{result.credentials_path}):", highlight=False)
+        console.print(f"  [bold]{result.new_key}[/]", highlight=False)
+    else:
+        console.print("already initialised: an admin key exists "
+                      f"(see {result.credentials_path})", highlight=False)
+
+
+def migrate(config: Path | None = _CONFIG) -> None:
+    """Apply pending database migrations (serve does this itself at start-up)."""
+    setup = load_setup(config)
+    try:
+        db = open_database(setup.home / DB_NAME, migrate=False)
+        from chatapp.migrate import apply_migrations
+        from chatapp.paths import migrations_dir
+
+        applied = apply_migrations(db.conn, migrations_dir())
+        db.conn.close()
+    except ChatAppError as exc:
+        raise fail(str(exc)) from None
+    if applied:
+        console.print(f"applied migrations: {', '.join(f'{v:04d}' for v in applied)}")
+    else:
+        console.print("database is up to date")
+
+
+def key(config: Path | None = _CONFIG) -> None:
+    """Print the API key saved in the local credentials file, for scripts and `export`."""
+    setup = load_setup(config)
+    path = setup.home / CREDENTIALS_NAME
+    secret = read_credentials(path).get("api_key")
+    if not secret:
+        raise fail(f"no API key in {path}: run `chatapp init` (or `chatapp serve`) first")
+    typer.echo(secret)

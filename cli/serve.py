@@ -1,0 +1,110 @@
+"""`chatapp serve`: init if needed, start the engines and the gateway, say how to chat."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import typer
+import uvicorn
+from rich.logging import RichHandler
+
+from chatapp.bootstrap import initialize
+from chatapp.errors import ChatAppError
+from cli.common import Setup, console, fail, load_setup
+
+__all__ = ["serve"]
+
+
+def serve(
+    config: Path | None = typer.Option(None, "--config", "-c", help="models.toml to use."),
+    host: str | None = typer.Option(None, help="Address to listen on (default from config)."),
+    port: int | None = typer.Option(None, help="Port to listen on (default from config)."),
+) -> None:
+    """Run the engines and the OpenAI-compatible gateway until Ctrl-C or SIGTERM."""
+    setup = load_setup(config)
+    host = host or setup.config.server.host
+    port = port or setup.config.server.port
+    _check_port_free(host, port)
+    url = f"http://{_display_host(host)}:{port}"
+    try:
+        init = initialize(setup.home, url=url, admin_key=os.environ.get("CHATAPP_ADMIN_KEY"))
+    except ChatAppError as exc:
+        raise fail(str(exc)) from None
+    _configure_logging()
+    from server.app import create_app  # the web stack loads only for serve
+
+    try:
+        app = create_app(setup.config, setup.home,
+                         on_ready=lambda: _print_ready(setup, url, init.new_key))
+    except ChatAppError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"chatapp: data in {setup.home}, config {setup.config.path}", highlight=False)
+    console.print(f"chatapp: starting {len(setup.config.models)} model(s); the gateway answers "
+                  f"503 until they are loaded", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=10, lifespan="on")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise fail(f"port {port} on {host} is already in use: stop the other server "
+                           "or pass --port") from None
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _configure_logging() -> None:
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    logger = logging.getLogger("chatapp")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
+def _chatapp_command() -> str:
+    """How this user runs chatapp: the script on PATH, or the full path of the one running now."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "chatapp" and shutil.which("chatapp") == str(argv0):
+        return "chatapp"
+    if argv0.name == "chatapp":
+        return str(argv0.resolve())
+    return f"{sys.executable} -m cli"
+
+
+def _print_ready(setup: Setup, url: str, new_key: str | None) -> None:
+    model = next(iter(setup.config.models))
+    home_env = f"CHATAPP_HOME={setup.home} " if os.environ.get("CHATAPP_HOME") else ""
+    lines = [
+        "",
+        f"[bold green]chatapp is ready[/] on {url}/v1 — models: "
+        f"{', '.join(setup.config.models)}",
+    ]
+    if new_key:
+        lines.append(f"  Your admin API key (shown once, saved in {setup.home}/credentials.json):")
+        lines.append(f"    [bold]{new_key}[/]")
+    lines += [
+        "  Chat with it from another terminal:",
+        f"    export OPENAI_BASE_URL={url}/v1",
+        f"    export OPENAI_API_KEY=$({home_env}{_chatapp_command()} key)",
+        '    curl -N "$OPENAI_BASE_URL/chat/completions" -H "Authorization: Bearer '
+        '$OPENAI_API_KEY" -H "Content-Type: application/json" \\',
+        f"      -d '{{\"model\": \"{model}\", \"stream\": true, \"messages\": "
+        "[{\"role\": \"user\", \"content\": \"Hello!\"}]}'",
+        "  Any OpenAI SDK works with the same base URL and key. Stop with Ctrl-C.",
+    ]
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)

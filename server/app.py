@@ -1,0 +1,82 @@
+"""create_app: the gateway built from a routes list and a lifespan that runs the engines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from chatapp.accounts import Accounts
+from chatapp.completions import Completions
+from chatapp.config import Config
+from chatapp.engines import EngineSupervisor
+from chatapp.paths import DB_NAME
+from chatapp.store import open_database
+from chatapp.upstreams import build_pools
+from server.errors import exception_handlers
+from server.routes.chat import chat_completions
+from server.routes.health import healthz, readyz
+from server.routes.models import list_models
+from server.state import GatewayState
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("chatapp.server")
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]
+
+
+def create_app(
+    config: Config, home: Path, *, on_ready: Callable[[], None] | None = None
+) -> Starlette:
+    """The gateway for `config`, keeping its files in `home` (which init has prepared).
+
+    Engines are checked here (a ConfigError before anything starts) and launched by the
+    lifespan; `on_ready` is called once, when every model can first take requests.
+    """
+    pools = build_pools(config, home / "logs")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = open_database(home / DB_NAME)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        timeout = httpx.Timeout(connect=5.0, read=600.0, write=30.0, pool=None)
+        client = httpx.AsyncClient(limits=limits, timeout=timeout)
+        supervisors = [u.supervisor for p in pools.values() for u in p.upstreams if u.supervisor]
+        for supervisor in supervisors:
+            supervisor.start()
+        app.state.chatapp = GatewayState(
+            config=config, accounts=Accounts(db), pools=pools, client=client,
+            completions=Completions(client), started_at=int(time.time()),
+        )
+        announce = asyncio.create_task(_announce_when_ready(supervisors, on_ready))
+        try:
+            yield
+        finally:
+            announce.cancel()
+            await asyncio.gather(*(s.stop() for s in supervisors))
+            await client.aclose()
+            db.conn.close()
+
+    return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
+
+
+async def _announce_when_ready(
+    supervisors: list[EngineSupervisor], on_ready: Callable[[], None] | None
+) -> None:
+    await asyncio.gather(*(s.ready_event.wait() for s in supervisors))
+    log.info("all engines ready")
+    if on_ready is not None:
+        on_ready()

@@ -1,0 +1,164 @@
+"""The chat completion request: validated before the first byte, each error naming its field."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chatapp.errors import InvalidRequest
+
+__all__ = ["ChatRequest", "parse_chat_request", "parse_json"]
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A valid request: the model asked for, the body for the engine, and how to stream it."""
+
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    include_usage: bool
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it."""
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return data
+
+
+def _fail(param: str, problem: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid value for '{param}': {problem}", param=param)
+
+
+def _number(low: float, high: float) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value
+        ):
+            raise _fail(name, "expected a number.")
+        if not low <= value <= high:
+            raise _fail(name, f"must be between {low:g} and {high:g} (got {value}).")
+    return check
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(name, "expected an integer.")
+        if value < low or (high is not None and value > high):
+            raise _fail(name, f"must be at least {low}." if high is None
+                        else f"must be between {low} and {high}.")
+    return check
+
+
+def _of_type(kind: type | tuple[type, ...], label: str) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, kind):
+            raise _fail(name, f"expected {label}.")
+    return check
+
+
+def _stop(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        return
+    if not isinstance(value, list) or len(value) > 4 or not all(isinstance(v, str) for v in value):
+        raise _fail(name, "expected a string or a list of up to 4 strings.")
+
+
+def _n(name: str, value: Any) -> None:
+    if value != 1 or isinstance(value, bool):
+        raise _fail(name, "only n=1 is supported.")
+
+
+def _stream_options(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _fail(name, "expected an object.")
+    for key, option in value.items():
+        if key != "include_usage":
+            raise _fail(f"{name}.{key}", "unknown option (supported: include_usage).")
+        if not isinstance(option, bool):
+            raise _fail(f"{name}.include_usage", "expected a boolean.")
+
+
+_FIELDS: dict[str, Callable[[str, Any], None]] = {
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "presence_penalty": _number(-2, 2),
+    "frequency_penalty": _number(-2, 2),
+    "max_tokens": _integer(1),
+    "max_completion_tokens": _integer(1),
+    "seed": _integer(-(2**63), 2**64 - 1),
+    "n": _n,
+    "stop": _stop,
+    "stream": _of_type(bool, "a boolean"),
+    "stream_options": _stream_options,
+    "user": _of_type(str, "a string"),
+    "logprobs": _of_type(bool, "a boolean"),
+    "top_logprobs": _integer(0, 20),
+    "logit_bias": _of_type(dict, "an object mapping token ids to biases"),
+    "response_format": _of_type(dict, "an object"),
+    "tools": _of_type(list, "a list of tools"),
+    "tool_choice": _of_type((str, dict), "a string or an object"),
+    "parallel_tool_calls": _of_type(bool, "a boolean"),
+}
+
+
+def _messages(value: Any) -> None:
+    if not isinstance(value, list) or not value:
+        raise _fail("messages", "expected a non-empty list of messages.")
+    for i, message in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _fail(where, "expected an object with 'role' and 'content'.")
+        role = message.get("role")
+        if role not in ROLES:
+            raise _fail(f"{where}.role", f"expected one of {', '.join(ROLES)} (got {role!r}).")
+        content = message.get("content")
+        if content is None and role == "assistant" and message.get("tool_calls"):
+            continue
+        if isinstance(content, str):
+            continue
+        if isinstance(content, list) and all(
+            isinstance(part, dict) and isinstance(part.get("type"), str) for part in content
+        ):
+            continue
+        raise _fail(f"{where}.content", "expected a string or a list of content parts.")
+
+
+def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:
+    """Check every field a client sent; unknown fields are refused as OpenAI does."""
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("You must provide a model parameter.", param="model")
+    _messages(data.get("messages"))
+    for name, value in data.items():
+        if name in ("model", "messages"):
+            continue
+        check = _FIELDS.get(name)
+        if check is None:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
+        if value is not None:
+            check(name, value)
+    body = {k: v for k, v in data.items() if v is not None and k != "stream_options"}
+    if "max_completion_tokens" in body:
+        # llama.cpp only knows max_tokens; vLLM treats the two the same.
+        body["max_tokens"] = body.pop("max_completion_tokens")
+    options = data.get("stream_options") or {}
+    return ChatRequest(
+        model=model,
+        body=body,
+        stream=bool(data.get("stream")),
+        include_usage=bool(options.get("include_usage")),
+    )

@@ -1,0 +1,84 @@
+"""SSE framing and the streaming response: chunks go out as they come, with keep-alives between."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterable
+
+import anyio
+from starlette.types import Receive, Scope, Send
+
+from chatapp.errors import RequestError
+from server.errors import error_body
+
+__all__ = ["DONE", "EventStreamResponse", "data_frame", "error_frame"]
+
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"connection", b"keep-alive"),
+]
+
+
+def data_frame(data: str) -> bytes:
+    return b"data: " + data.encode("utf-8") + b"\n\n"
+
+
+def error_frame(exc: RequestError) -> bytes:
+    """An error after the stream has started: OpenAI clients raise on a chunk with `error`."""
+    return data_frame(json.dumps(error_body(exc)))
+
+
+class EventStreamResponse:
+    """A pure ASGI SSE response.
+
+    Each item of `frames` is sent as its own body message the moment it is produced (no
+    batching). While nothing has been sent for `keepalive` seconds a comment line goes out, so
+    proxies keep a long wait for the first token open. When the client disconnects, the frame
+    iterator is cancelled, which closes the upstream request and stops the engine's work.
+    """
+
+    def __init__(self, frames: AsyncIterable[bytes], *, keepalive: float,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.frames = frames
+        self.keepalive = keepalive
+        self.headers = HEADERS + (headers or [])
+        self._last_sent = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        self._last_sent = time.monotonic()
+        finished = False
+        lock = asyncio.Lock()  # uncontended acquire does not yield, unlike anyio's
+        async with anyio.create_task_group() as tasks:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tasks.cancel_scope.cancel()
+
+            async def keepalive() -> None:
+                while True:
+                    await anyio.sleep(max(0.0, self._last_sent + self.keepalive
+                                          - time.monotonic()))
+                    if time.monotonic() - self._last_sent >= self.keepalive:
+                        async with lock:
+                            await send({"type": "http.response.body", "body": KEEPALIVE,
+                                        "more_body": True})
+                        self._last_sent = time.monotonic()
+
+            tasks.start_soon(watch_disconnect)
+            tasks.start_soon(keepalive)
+            async for frame in self.frames:
+                async with lock:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                self._last_sent = time.monotonic()
+            finished = True
+            tasks.cancel_scope.cancel()
+        if finished:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

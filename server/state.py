@@ -1,0 +1,44 @@
+"""What the gateway holds while it runs, typed, on `app.state.chatapp`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from starlette.requests import Request
+
+from chatapp.accounts import Accounts
+from chatapp.completions import Completions
+from chatapp.config import Config
+from chatapp.errors import NotFound
+from chatapp.upstreams import ModelPool
+
+__all__ = ["GatewayState", "state_of"]
+
+
+@dataclass
+class GatewayState:
+    """The live parts: accounts (SQLite), model pools (engines) and the upstream client."""
+
+    config: Config
+    accounts: Accounts
+    pools: dict[str, ModelPool]
+    client: httpx.AsyncClient
+    completions: Completions
+    started_at: int
+
+    def pool(self, model: str) -> ModelPool:
+        """The pool for a model name, or 404 listing what exists."""
+        try:
+            return self.pools[model]
+        except KeyError:
+            known = ", ".join(sorted(self.pools)) or "none"
+            raise NotFound(
+                f"The model '{model}' does not exist (available: {known}).", param="model",
+                code="model_not_found",
+            ) from None
+
+
+def state_of(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.chatapp
+    return state
