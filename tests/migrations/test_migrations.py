@@ -1,0 +1,83 @@
+"""Migrations: an empty dir gets the full schema, re-running is a no-op, a failure rolls back."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from chatapp.errors import StorageError
+from chatapp.migrate import apply_migrations, applied_versions, discover_migrations
+from chatapp.paths import migrations_dir
+from chatapp.store import open_database
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def test_empty_data_dir_gets_every_table_with_its_columns(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "new" / "chatapp.db")
+    conn = db.conn
+    assert {"orgs", "users", "api_keys", "conversations", "messages"} <= set(db.table_names())
+    assert {"id", "user_id", "prefix", "secret_hash", "scopes", "revoked_at",
+            "expires_at"} <= _columns(conn, "api_keys")
+    assert {"id", "conversation_id", "parent_id", "role", "content",
+            "status"} <= _columns(conn, "messages")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    versions = [m.version for m in discover_migrations(migrations_dir())]
+    assert applied_versions(conn) == set(versions)
+
+
+def test_rerunning_migrations_is_a_noop(tmp_path: Path) -> None:
+    path = tmp_path / "chatapp.db"
+    db = open_database(path)
+    db["orgs"].insert({"name": "kept"})
+    db.conn.commit()
+    db.conn.close()
+    again = open_database(path, migrate=False)
+    assert apply_migrations(again.conn, migrations_dir()) == []
+    assert [r["name"] for r in again["orgs"].rows] == ["kept"]
+
+
+def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "chatapp.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        db.conn.execute("INSERT INTO users (org_id, name) VALUES (999, 'ghost')")
+
+
+def test_failing_migration_rolls_back_whole_and_keeps_earlier_ones(tmp_path: Path) -> None:
+    scripts = tmp_path / "migrations"
+    scripts.mkdir()
+    (scripts / "0001_one.sql").write_text("-- why: test\nCREATE TABLE a (x INTEGER);\n")
+    (scripts / "0002_two.sql").write_text(
+        "CREATE TABLE b (y INTEGER);\nCREATE TRIGGER t AFTER INSERT ON b BEGIN\n"
+        "  INSERT INTO a VALUES (new.y);\nEND;\nINSERT INTO nowhere VALUES (1);\n")
+    conn = sqlite3.connect(tmp_path / "t.db")
+    with pytest.raises(StorageError, match="0002_two.sql"):
+        apply_migrations(conn, scripts)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "a" in tables and "b" not in tables
+    assert applied_versions(conn) == {1}
+
+
+def test_upgrade_applies_only_what_is_new(tmp_path: Path) -> None:
+    """A database kept at an older version gets just the newer migrations, data intact."""
+    scripts = tmp_path / "migrations"
+    scripts.mkdir()
+    (scripts / "0001_one.sql").write_text("CREATE TABLE a (x INTEGER);\n")
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert apply_migrations(conn, scripts) == [1]
+    conn.execute("INSERT INTO a VALUES (42)")
+    conn.commit()
+    (scripts / "0002_two.sql").write_text("ALTER TABLE a ADD COLUMN y TEXT DEFAULT 'new';\n")
+    assert apply_migrations(conn, scripts) == [2]
+    assert conn.execute("SELECT x, y FROM a").fetchall() == [(42, "new")]
+
+
+def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "init.sql").write_text("SELECT 1;")
+    with pytest.raises(StorageError, match="0001_what.sql"):
+        discover_migrations(tmp_path)

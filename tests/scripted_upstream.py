@@ -1,0 +1,127 @@
+"""A scripted stand-in engine for failures a real one cannot be made to produce on demand.
+
+It speaks OpenAI's chat completions SSE. The last user message picks the script:
+  "script:slow"     waits before the first token (keep-alives must flow meanwhile)
+  "script:error"    sends two tokens, then breaks the connection mid-answer
+  "script:endless"  streams until the client goes away, and records that it noticed
+  "script:reject"   answers 500 with a traceback, as llama-cpp-python's server does
+anything else      streams "ok" tokens and a usage chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+SLOW_SECONDS = 1.2
+
+
+class Recorder:
+    """What the stand-in saw, for tests to assert on (shared across threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.disconnects: list[float] = []
+        self.requests: list[dict] = []
+
+    def note_request(self, body: dict) -> None:
+        with self.lock:
+            self.requests.append(body)
+
+    def note_disconnect(self) -> None:
+        with self.lock:
+            self.disconnects.append(time.monotonic())
+
+
+def _chunk(text: str | None = None, finish: str | None = None, usage: dict | None = None) -> bytes:
+    choices = [] if usage else [
+        {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
+    ]
+    body = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 1,
+            "model": "scripted", "choices": choices}
+    if usage:
+        body["usage"] = usage
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def build_app(recorder: Recorder) -> Starlette:
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        recorder.note_request(body)
+        script = body["messages"][-1]["content"]
+        if script == "script:reject":
+            return JSONResponse({"error": {"message": "boom\n  File \"/secret/path.py\", line 1",
+                                           "type": "internal_server_error"}}, status_code=500)
+        if not body.get("stream"):
+            return JSONResponse({
+                "id": "chatcmpl-scripted", "object": "chat.completion", "created": 1,
+                "model": "scripted",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "ok"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            })
+
+        async def stream() -> AsyncIterator[bytes]:
+            if script == "script:slow":
+                await asyncio.sleep(SLOW_SECONDS)
+            if script == "script:endless":
+                try:
+                    while True:
+                        yield _chunk("tick")
+                        await asyncio.sleep(0.02)
+                        if await request.is_disconnected():
+                            recorder.note_disconnect()
+                            return
+                except asyncio.CancelledError:
+                    recorder.note_disconnect()
+                    raise
+            for word in ("ok", " ok", " ok"):
+                yield _chunk(word)
+                if script == "script:error" and word == " ok":
+                    raise RuntimeError("scripted failure mid-stream")
+            yield _chunk(finish="stop")
+            yield _chunk(usage={"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6,
+                                "prompt_tokens_details": {"cached_tokens": 1}})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+class ScriptedUpstream:
+    """Runs the stand-in under uvicorn on a loopback port in a background thread."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.recorder = Recorder()
+        config = uvicorn.Config(build_app(self.recorder), host="127.0.0.1", port=port,
+                                log_level="critical", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> ScriptedUpstream:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("scripted upstream did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
