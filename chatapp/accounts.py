@@ -77,6 +77,11 @@ class Accounts:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
 
+    def _insert(self, table: str, record: dict[str, object]) -> int:
+        rowid = self.db.table(table).insert(record).last_rowid
+        assert rowid is not None
+        return rowid
+
     def authenticate(self, secret: str) -> Principal:
         """The principal for a presented key, or AuthenticationError; revocation applies at once."""
         row = self.db.execute(_LOOKUP, (hash_secret(secret),)).fetchone()
@@ -102,14 +107,14 @@ class Accounts:
         row = self.db.execute("SELECT id FROM orgs WHERE name = ?", (name,)).fetchone()
         if row:
             return int(row[0])
-        return int(self.db["orgs"].insert({"name": name}).last_pk)
+        return self._insert("orgs", {"name": name})
 
     def ensure_user(self, name: str, *, org_id: int, is_admin: bool = False) -> int:
         row = self.db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
         if row:
             return int(row[0])
         record = {"name": name, "org_id": org_id, "is_admin": int(is_admin)}
-        return int(self.db["users"].insert(record).last_pk)
+        return self._insert("users", record)
 
     def create_key(
         self,
@@ -135,7 +140,7 @@ class Accounts:
             "scopes": ",".join(sorted(scopes)),
         }
         with self.db.conn:
-            key_id = int(self.db["api_keys"].insert(record).last_pk)
+            key_id = self._insert("api_keys", record)
         return CreatedKey(id=key_id, prefix=prefix, secret=secret)
 
     def has_key(self, secret: str) -> bool:

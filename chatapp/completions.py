@@ -70,7 +70,9 @@ class Completions:
         upstream = pool.pick()
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
         request = self.client.build_request(
-            "POST", f"{upstream.base_url}/chat/completions", json=payload,
+            "POST",
+            f"{upstream.base_url}/chat/completions",
+            json=payload,
             headers=upstream.headers(),
         )
         upstream.outstanding += 1
@@ -152,8 +154,11 @@ class ChatStream:
             await self.aclose()
         if count_here and self.usage is None:
             self.usage = await count_usage(
-                self.client, self.upstream.base_url, self.upstream.headers(),
-                self.body.get("messages", []), "".join(pieces),
+                self.client,
+                self.upstream.base_url,
+                self.upstream.headers(),
+                self.body.get("messages", []),
+                "".join(pieces),
             )
             yield json.dumps(_usage_chunk(last, self.body, self.usage))
 

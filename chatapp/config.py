@@ -1,4 +1,4 @@
-"""models.toml read with tomllib into typed, validated config; every error names the file and key."""
+"""models.toml read with tomllib into typed, validated config; errors name the file and key."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from chatapp.errors import ConfigError
 
@@ -104,8 +104,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
 
 
 def _parse_server(t: _Table) -> ServerConfig:
-    t.only("host", "port", "data_dir", "max_body_bytes", "keepalive_seconds",
-           "engine_start_timeout")
+    t.only(
+        "host", "port", "data_dir", "max_body_bytes", "keepalive_seconds", "engine_start_timeout"
+    )
     default = ServerConfig()
     data_dir = t.string("data_dir", None)
     return ServerConfig(
@@ -114,8 +115,9 @@ def _parse_server(t: _Table) -> ServerConfig:
         data_dir=Path(data_dir).expanduser() if data_dir else None,
         max_body_bytes=t.integer("max_body_bytes", default.max_body_bytes, low=1024),
         keepalive_seconds=t.number("keepalive_seconds", default.keepalive_seconds, low=0.05),
-        engine_start_timeout=t.number("engine_start_timeout", default.engine_start_timeout,
-                                      low=1.0),
+        engine_start_timeout=t.number(
+            "engine_start_timeout", default.engine_start_timeout, low=1.0
+        ),
     )
 
 
@@ -126,10 +128,10 @@ def _parse_model(t: _Table, name: str) -> ModelConfig:
         t.fail("engine", f"must be one of {', '.join(ENGINE_KINDS)} (got {engine!r})")
     nodes = tuple(_parse_node(node) for node in t.tables("nodes"))
     if engine is None and not nodes:
-        t.fail("engine", "missing: set engine = \"llama.cpp\" or \"vllm\", or list [[nodes]]")
+        t.fail("engine", 'missing: set engine = "llama.cpp" or "vllm", or list [[nodes]]')
     model = t.string("model", None)
     if engine is not None and not model:
-        t.fail("model", "missing: a GGUF path or \"embedded\" for llama.cpp, a model id for vllm")
+        t.fail("model", 'missing: a GGUF path or "embedded" for llama.cpp, a model id for vllm')
     args_table = t.table("args")
     args: dict[str, EngineArg] = {}
     for key in args_table.keys():
@@ -176,7 +178,7 @@ class _Table:
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
-    def fail(self, name: str, problem: str) -> None:
+    def fail(self, name: str, problem: str) -> NoReturn:
         raise ConfigError(self.path, self.key(name), problem)
 
     def keys(self) -> list[str]:

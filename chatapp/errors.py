@@ -1,16 +1,16 @@
 """The one exception tree of chatapp; server/ maps each class to an HTTP status in one place.
 
-    ChatAppError
-    ├── ConfigError             models.toml is unreadable or invalid (names the file and key)
-    ├── StorageError            the database cannot be opened or migrated
-    └── RequestError            something a client sent or asked for (each maps to a status)
-        ├── InvalidRequest          400: malformed JSON or a bad field (names the field)
-        ├── AuthenticationError     401: missing, unknown, expired or revoked key
-        ├── PermissionDenied        403: the key lacks the scope for this route
-        ├── NotFound                404: unknown model or route
-        ├── PayloadTooLarge         413: body over the configured limit
-        ├── EngineUnavailable       503: no engine for the model is ready (carries Retry-After)
-        └── UpstreamError           502: the engine failed or answered garbage
+ChatAppError
+├── ConfigError             models.toml is unreadable or invalid (names the file and key)
+├── StorageError            the database cannot be opened or migrated
+└── RequestError            something a client sent or asked for (each maps to a status)
+    ├── InvalidRequest          400: malformed JSON or a bad field (names the field)
+    ├── AuthenticationError     401: missing, unknown, expired or revoked key
+    ├── PermissionDenied        403: the key lacks the scope for this route
+    ├── NotFound                404: unknown model or route
+    ├── PayloadTooLarge         413: body over the configured limit
+    ├── EngineUnavailable       503: no engine for the model is ready (carries Retry-After)
+    └── UpstreamError           502: the engine failed or answered garbage
 """
 
 from __future__ import annotations

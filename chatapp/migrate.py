@@ -38,7 +38,7 @@ class Migration:
             if sqlite3.complete_statement(buffer):
                 statements.append(buffer.strip())
                 buffer = ""
-        rest = "\n".join(l for l in buffer.splitlines() if not l.strip().startswith("--"))
+        rest = "\n".join(x for x in buffer.splitlines() if not x.strip().startswith("--"))
         if rest.strip():
             raise StorageError(f"{self.path.name}: unterminated statement at the end: {rest!r}")
         return statements

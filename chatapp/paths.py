@@ -1,4 +1,4 @@
-"""Where chatapp keeps its files: one data dir for everything it writes, and the shipped defaults."""
+"""Where chatapp keeps its files: one data dir for all it writes, and the shipped defaults."""
 
 from __future__ import annotations
 

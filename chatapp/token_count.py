@@ -1,4 +1,4 @@
-"""Count usage for engines that stream without it (llama-cpp-python's server) with their tokenizer."""
+"""Count usage for engines that stream without it (llama-cpp-python's), with their tokenizer."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ async def _count(client: httpx.AsyncClient, root: str, headers: dict[str, str], 
     if not text:
         return 0
     try:
-        response = await client.post(f"{root}/extras/tokenize/count", json={"input": text},
-                                     headers=headers, timeout=10.0)
+        response = await client.post(
+            f"{root}/extras/tokenize/count", json={"input": text}, headers=headers, timeout=10.0
+        )
         response.raise_for_status()
         return int(response.json()["count"])
     except (httpx.HTTPError, KeyError, ValueError, TypeError):
@@ -55,5 +56,4 @@ async def count_usage(
         _count(client, root, headers, completion),
     )
     prompt += _PER_MESSAGE * len(messages) + _PRIMER
-    return {"prompt_tokens": prompt, "completion_tokens": output,
-            "total_tokens": prompt + output}
+    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}

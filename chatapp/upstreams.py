@@ -77,11 +77,22 @@ def build_pools(config: Config, log_dir: Path) -> dict[str, ModelPool]:
                 log_path=log_dir / f"{model.name}.log",
                 start_timeout=config.server.engine_start_timeout,
             )
-            upstreams.append(Upstream(name=f"{model.name}@local", supervisor=supervisor,
-                                      reports_stream_usage=probe.reports_stream_usage))
+            upstreams.append(
+                Upstream(
+                    name=f"{model.name}@local",
+                    supervisor=supervisor,
+                    reports_stream_usage=probe.reports_stream_usage,
+                )
+            )
         for node in model.nodes:
-            upstreams.append(Upstream(name=f"{model.name}@{node.url}", url=node.url,
-                                      api_key=node.api_key, weight=node.weight))
+            upstreams.append(
+                Upstream(
+                    name=f"{model.name}@{node.url}",
+                    url=node.url,
+                    api_key=node.api_key,
+                    weight=node.weight,
+                )
+            )
         pools[model.name] = ModelPool(model=model, upstreams=upstreams)
     return pools
 

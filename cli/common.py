@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,7 +14,12 @@ from chatapp.config import Config, load_config
 from chatapp.errors import ChatAppError
 from chatapp.paths import default_home, find_config
 
-__all__ = ["Setup", "console", "fail", "load_setup"]
+__all__ = ["ConfigOption", "Setup", "console", "fail", "load_setup"]
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="models.toml (default: the data dir's, else shipped)."),
+]
 
 console = Console()
 err_console = Console(stderr=True)

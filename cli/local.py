@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import typer
 
 from chatapp.bootstrap import initialize, read_credentials
 from chatapp.errors import ChatAppError
-from chatapp.paths import CREDENTIALS_NAME, DB_NAME
+from chatapp.migrate import apply_migrations
+from chatapp.paths import CREDENTIALS_NAME, DB_NAME, migrations_dir
 from chatapp.store import open_database
-from cli.common import console, fail, load_setup
+from cli.common import ConfigOption, console, fail, load_setup
 
 __all__ = ["init", "key", "migrate"]
 
-_CONFIG = typer.Option(None, "--config", "-c", help="models.toml to use.")
 
-
-def init(config: Path | None = _CONFIG) -> None:
+def init(config: ConfigOption = None) -> None:
     """Create the data dir, the database, an admin user and a first API key (shown once).
 
     Set CHATAPP_ADMIN_KEY to choose the admin key yourself (for automation).
@@ -32,22 +30,23 @@ def init(config: Path | None = _CONFIG) -> None:
     console.print(f"data dir: {result.home}", highlight=False)
     console.print(f"database: {result.db_path}", highlight=False)
     if result.new_key:
-        console.print("admin API key (shown once; also saved, 0600, in "
-                      f"{result.credentials_path}):", highlight=False)
+        console.print(
+            f"admin API key (shown once; also saved, 0600, in {result.credentials_path}):",
+            highlight=False,
+        )
         console.print(f"  [bold]{result.new_key}[/]", highlight=False)
     else:
-        console.print("already initialised: an admin key exists "
-                      f"(see {result.credentials_path})", highlight=False)
+        console.print(
+            f"already initialised: an admin key exists (see {result.credentials_path})",
+            highlight=False,
+        )
 
 
-def migrate(config: Path | None = _CONFIG) -> None:
+def migrate(config: ConfigOption = None) -> None:
     """Apply pending database migrations (serve does this itself at start-up)."""
     setup = load_setup(config)
     try:
         db = open_database(setup.home / DB_NAME, migrate=False)
-        from chatapp.migrate import apply_migrations
-        from chatapp.paths import migrations_dir
-
         applied = apply_migrations(db.conn, migrations_dir())
         db.conn.close()
     except ChatAppError as exc:
@@ -58,7 +57,7 @@ def migrate(config: Path | None = _CONFIG) -> None:
         console.print("database is up to date")
 
 
-def key(config: Path | None = _CONFIG) -> None:
+def key(config: ConfigOption = None) -> None:
     """Print the API key saved in the local credentials file, for scripts and `export`."""
     setup = load_setup(config)
     path = setup.home / CREDENTIALS_NAME

@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 import uvicorn
@@ -16,15 +17,15 @@ from rich.logging import RichHandler
 
 from chatapp.bootstrap import initialize
 from chatapp.errors import ChatAppError
-from cli.common import Setup, console, fail, load_setup
+from cli.common import ConfigOption, Setup, console, fail, load_setup
 
 __all__ = ["serve"]
 
 
 def serve(
-    config: Path | None = typer.Option(None, "--config", "-c", help="models.toml to use."),
-    host: str | None = typer.Option(None, help="Address to listen on (default from config)."),
-    port: int | None = typer.Option(None, help="Port to listen on (default from config)."),
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [config].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [config: 8000].")] = None,
 ) -> None:
     """Run the engines and the OpenAI-compatible gateway until Ctrl-C or SIGTERM."""
     setup = load_setup(config)
@@ -40,15 +41,26 @@ def serve(
     from server.app import create_app  # the web stack loads only for serve
 
     try:
-        app = create_app(setup.config, setup.home,
-                         on_ready=lambda: _print_ready(setup, url, init.new_key))
+        app = create_app(
+            setup.config, setup.home, on_ready=lambda: _print_ready(setup, url, init.new_key)
+        )
     except ChatAppError as exc:
         raise fail(str(exc)) from None
     console.print(f"chatapp: data in {setup.home}, config {setup.config.path}", highlight=False)
-    console.print(f"chatapp: starting {len(setup.config.models)} model(s); the gateway answers "
-                  f"503 until they are loaded", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=10, lifespan="on")
+    console.print(
+        f"chatapp: starting {len(setup.config.models)} model(s); the gateway answers "
+        f"503 until they are loaded",
+        highlight=False,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -59,8 +71,9 @@ def _check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise fail(f"port {port} on {host} is already in use: stop the other server "
-                           "or pass --port") from None
+                raise fail(
+                    f"port {port} on {host} is already in use: stop the other server or pass --port"
+                ) from None
             raise fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
@@ -91,8 +104,7 @@ def _print_ready(setup: Setup, url: str, new_key: str | None) -> None:
     home_env = f"CHATAPP_HOME={setup.home} " if os.environ.get("CHATAPP_HOME") else ""
     lines = [
         "",
-        f"[bold green]chatapp is ready[/] on {url}/v1 — models: "
-        f"{', '.join(setup.config.models)}",
+        f"[bold green]chatapp is ready[/] on {url}/v1 — models: {', '.join(setup.config.models)}",
     ]
     if new_key:
         lines.append(f"  Your admin API key (shown once, saved in {setup.home}/credentials.json):")
@@ -103,8 +115,8 @@ def _print_ready(setup: Setup, url: str, new_key: str | None) -> None:
         f"    export OPENAI_API_KEY=$({home_env}{_chatapp_command()} key)",
         '    curl -N "$OPENAI_BASE_URL/chat/completions" -H "Authorization: Bearer '
         '$OPENAI_API_KEY" -H "Content-Type: application/json" \\',
-        f"      -d '{{\"model\": \"{model}\", \"stream\": true, \"messages\": "
-        "[{\"role\": \"user\", \"content\": \"Hello!\"}]}'",
+        f'      -d \'{{"model": "{model}", "stream": true, "messages": '
+        '[{"role": "user", "content": "Hello!"}]}\'',
         "  Any OpenAI SDK works with the same base URL and key. Stop with Ctrl-C.",
     ]
     console.print("\n".join(lines), highlight=False, soft_wrap=True)

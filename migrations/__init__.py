@@ -1,1 +1,1 @@
-"""Numbered SQLite migrations (NNNN_name.sql), applied in order by chatapp.migrate; never edited once landed."""
+"""Numbered SQLite migrations (NNNN_name.sql) applied in order; never edited once landed."""

@@ -58,8 +58,12 @@ def create_app(
         for supervisor in supervisors:
             supervisor.start()
         app.state.chatapp = GatewayState(
-            config=config, accounts=Accounts(db), pools=pools, client=client,
-            completions=Completions(client), started_at=int(time.time()),
+            config=config,
+            accounts=Accounts(db),
+            pools=pools,
+            client=client,
+            completions=Completions(client),
+            started_at=int(time.time()),
         )
         announce = asyncio.create_task(_announce_when_ready(supervisors, on_ready))
         try:

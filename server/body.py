@@ -31,5 +31,7 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
 
 def _too_large(limit: int) -> str:
-    return (f"The request body is larger than this server accepts ({limit} bytes; "
-            "see server.max_body_bytes in models.toml).")
+    return (
+        f"The request body is larger than this server accepts ({limit} bytes; "
+        "see server.max_body_bytes in models.toml)."
+    )

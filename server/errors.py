@@ -44,8 +44,7 @@ def status_for(exc: RequestError) -> tuple[int, str]:
 
 def error_body(exc: RequestError) -> dict[str, object]:
     _, kind = status_for(exc)
-    return {"error": {"message": exc.message, "type": kind, "param": exc.param,
-                      "code": exc.code}}
+    return {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": exc.code}}
 
 
 def error_response(exc: RequestError) -> JSONResponse:
@@ -66,17 +65,28 @@ async def _request_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own 404/405 and friends, in OpenAI's shape too."""
     assert isinstance(exc, HTTPException)
-    body = {"error": {"message": f"{exc.detail}: {request.method} {request.url.path}",
-                      "type": "invalid_request_error", "param": None,
-                      "code": "not_found" if exc.status_code == 404 else None}}
+    body = {
+        "error": {
+            "message": f"{exc.detail}: {request.method} {request.url.path}",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "not_found" if exc.status_code == 404 else None,
+        }
+    }
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not a client error: logged with its traceback, answered without one."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    body = {"error": {"message": "Internal error; the server log has the details.",
-                      "type": "server_error", "param": None, "code": "internal_error"}}
+    body = {
+        "error": {
+            "message": "Internal error; the server log has the details.",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
     return JSONResponse(body, status_code=500)
 
 

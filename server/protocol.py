@@ -44,12 +44,15 @@ def _fail(param: str, problem: str) -> InvalidRequest:
 
 def _number(low: float, high: float) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-            value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
         ):
             raise _fail(name, "expected a number.")
         if not low <= value <= high:
             raise _fail(name, f"must be between {low:g} and {high:g} (got {value}).")
+
     return check
 
 
@@ -58,8 +61,13 @@ def _integer(low: int, high: int | None = None) -> Callable[[str, Any], None]:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(name, "expected an integer.")
         if value < low or (high is not None and value > high):
-            raise _fail(name, f"must be at least {low}." if high is None
-                        else f"must be between {low} and {high}.")
+            raise _fail(
+                name,
+                f"must be at least {low}."
+                if high is None
+                else f"must be between {low} and {high}.",
+            )
+
     return check
 
 
@@ -67,6 +75,7 @@ def _of_type(kind: type | tuple[type, ...], label: str) -> Callable[[str, Any], 
     def check(name: str, value: Any) -> None:
         if not isinstance(value, kind):
             raise _fail(name, f"expected {label}.")
+
     return check
 
 

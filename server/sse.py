@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 
 import anyio
 from starlette.types import Receive, Scope, Send
@@ -43,15 +43,29 @@ class EventStreamResponse:
     iterator is cancelled, which closes the upstream request and stops the engine's work.
     """
 
-    def __init__(self, frames: AsyncIterable[bytes], *, keepalive: float,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        frames: AsyncIterable[bytes],
+        *,
+        keepalive: float,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.frames = frames
+        self.on_close = on_close
         self.keepalive = keepalive
-        self.headers = HEADERS + (headers or [])
         self._last_sent = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        try:
+            await self._stream(receive, send)
+        finally:
+            if self.on_close is not None:
+                # Also when the client left before the first frame: the upstream must close.
+                with anyio.CancelScope(shield=True):
+                    await self.on_close()
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         self._last_sent = time.monotonic()
         finished = False
         lock = asyncio.Lock()  # uncontended acquire does not yield, unlike anyio's
@@ -64,12 +78,12 @@ class EventStreamResponse:
 
             async def keepalive() -> None:
                 while True:
-                    await anyio.sleep(max(0.0, self._last_sent + self.keepalive
-                                          - time.monotonic()))
+                    await anyio.sleep(max(0.0, self._last_sent + self.keepalive - time.monotonic()))
                     if time.monotonic() - self._last_sent >= self.keepalive:
                         async with lock:
-                            await send({"type": "http.response.body", "body": KEEPALIVE,
-                                        "more_body": True})
+                            await send(
+                                {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
+                            )
                         self._last_sent = time.monotonic()
 
             tasks.start_soon(watch_disconnect)

@@ -34,7 +34,8 @@ class GatewayState:
         except KeyError:
             known = ", ".join(sorted(self.pools)) or "none"
             raise NotFound(
-                f"The model '{model}' does not exist (available: {known}).", param="model",
+                f"The model '{model}' does not exist (available: {known}).",
+                param="model",
                 code="model_not_found",
             ) from None
 

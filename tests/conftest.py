@@ -42,8 +42,11 @@ class LiveServer:
 
     def engine_processes(self) -> list[psutil.Process]:
         """The llama.cpp engine children of this server."""
-        return [p for p in psutil.Process(self.process.pid).children(recursive=True)
-                if "llama_cpp.server" in " ".join(p.cmdline())]
+        return [
+            p
+            for p in psutil.Process(self.process.pid).children(recursive=True)
+            if "llama_cpp.server" in " ".join(p.cmdline())
+        ]
 
     def log(self) -> str:
         out = self.home / "serve.out"
@@ -72,19 +75,29 @@ class LiveServer:
         return self.process.wait()
 
 
-def start_server(home: Path, config: Path | None = None, env: dict[str, str] | None = None
-                 ) -> LiveServer:
+def start_server(
+    home: Path, config: Path | None = None, env: dict[str, str] | None = None
+) -> LiveServer:
     """Start `chatapp serve` on a free loopback port with its own data dir (not yet ready)."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    full_env = {**os.environ, "CHATAPP_HOME": str(home), "CHATAPP_ADMIN_KEY": ADMIN_KEY,
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "CHATAPP_HOME": str(home),
+        "CHATAPP_ADMIN_KEY": ADMIN_KEY,
+        **(env or {}),
+    }
     argv = [*CHATAPP, "serve", "--port", str(port)]
     if config is not None:
         argv += ["--config", str(config)]
     with (home / "serve.out").open("wb") as out:
-        process = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                   cwd=Path(__file__).parent.parent)
+        process = subprocess.Popen(
+            argv,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
     return LiveServer(process=process, home=home, port=port)
 
 

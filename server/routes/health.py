@@ -21,9 +21,12 @@ async def readyz(request: Request) -> JSONResponse:
         name: {
             "ready": pool.ready,
             "upstreams": [
-                {"name": u.name, "ready": u.ready,
-                 "state": u.supervisor.state.value if u.supervisor else "remote",
-                 "restarts": u.supervisor.restarts if u.supervisor else 0}
+                {
+                    "name": u.name,
+                    "ready": u.ready,
+                    "state": u.supervisor.state.value if u.supervisor else "remote",
+                    "restarts": u.supervisor.restarts if u.supervisor else 0,
+                }
                 for u in pool.upstreams
             ],
         }

@@ -15,8 +15,14 @@ async def list_models(request: Request) -> JSONResponse:
     state = state_of(request)
     authenticate(request)
     data = [
-        {"id": name, "object": "model", "created": state.started_at, "owned_by": "chatapp",
-         "context_window": pool.model.context_window, "ready": pool.ready}
+        {
+            "id": name,
+            "object": "model",
+            "created": state.started_at,
+            "owned_by": "chatapp",
+            "context_window": pool.model.context_window,
+            "ready": pool.ready,
+        }
         for name, pool in state.pools.items()
     ]
     return JSONResponse({"object": "list", "data": data})

@@ -48,8 +48,9 @@ def test_unknown_revoked_and_expired_keys_are_refused(accounts: Accounts) -> Non
         accounts.authenticate(created.secret)
     expiring = accounts.create_key(user_id)
     with accounts.db.conn:
-        accounts.db.execute("UPDATE api_keys SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?",
-                            (expiring.id,))
+        accounts.db.execute(
+            "UPDATE api_keys SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (expiring.id,)
+        )
     with pytest.raises(AuthenticationError, match="expired"):
         accounts.authenticate(expiring.secret)
 

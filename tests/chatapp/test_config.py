@@ -52,18 +52,30 @@ weight = 2
 @pytest.mark.parametrize(
     ("text", "key", "problem"),
     [
-        ("[server]\nport = 'eighty'\n[models.m]\nengine='vllm'\nmodel='x'", "server.port",
-         "integer"),
-        ("[server]\nport = 70000\n[models.m]\nengine='vllm'\nmodel='x'", "server.port",
-         "between 1 and 65535"),
+        (
+            "[server]\nport = 'eighty'\n[models.m]\nengine='vllm'\nmodel='x'",
+            "server.port",
+            "integer",
+        ),
+        (
+            "[server]\nport = 70000\n[models.m]\nengine='vllm'\nmodel='x'",
+            "server.port",
+            "between 1 and 65535",
+        ),
         ("[server]\nprot = 1\n", "server.prot", "unknown key"),
         ("[models.m]\nengine = 'ollama'\nmodel = 'x'", "models.m.engine", "must be one of"),
         ("[models.m]\nengine = 'vllm'", "models.m.model", "missing"),
         ("[models.m]\nmodel = 'x'", "models.m.engine", "missing"),
-        ("[models.m]\nengine='vllm'\nmodel='x'\ncontext_window = -1", "models.m.context_window",
-         "at least"),
-        ("[models.m]\nengine='vllm'\nmodel='x'\nargs = { a = [1] }", "models.m.args.a",
-         "strings, numbers or booleans"),
+        (
+            "[models.m]\nengine='vllm'\nmodel='x'\ncontext_window = -1",
+            "models.m.context_window",
+            "at least",
+        ),
+        (
+            "[models.m]\nengine='vllm'\nmodel='x'\nargs = { a = [1] }",
+            "models.m.args.a",
+            "strings, numbers or booleans",
+        ),
         ("[[models.m.nodes]]\nurl = 'ftp://x'", "models.m.nodes[0].url", "http"),
         ("models = 3", "models", "table"),
         ("", "models", "at least one model"),

@@ -15,8 +15,12 @@ from chatapp.paths import embedded_model_path
 
 
 def _model(**kwargs: object) -> ModelConfig:
-    defaults: dict = {"name": "m", "engine": "llama.cpp", "model": "embedded",
-                      "context_window": 1024}
+    defaults: dict = {
+        "name": "m",
+        "engine": "llama.cpp",
+        "model": "embedded",
+        "context_window": 1024,
+    }
     return ModelConfig(**{**defaults, **kwargs})
 
 
@@ -27,8 +31,9 @@ def test_embedded_gguf_is_found_in_the_installed_wheel() -> None:
 
 
 def test_llama_cpp_command_serves_the_model_under_its_name() -> None:
-    launch = build_launch(_model(args={"n_threads": 2}), host="127.0.0.1", port=9999,
-                          config_path=Path("m.toml"))
+    launch = build_launch(
+        _model(args={"n_threads": 2}), host="127.0.0.1", port=9999, config_path=Path("m.toml")
+    )
     argv = list(launch.argv)
     assert argv[1:3] == ["-m", "llama_cpp.server"]
     assert argv[argv.index("--model_alias") + 1] == "m"
@@ -41,17 +46,19 @@ def test_llama_cpp_command_serves_the_model_under_its_name() -> None:
 
 def test_missing_gguf_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        build_launch(_model(model=str(tmp_path / "nope.gguf")), host="h", port=1,
-                     config_path=Path("m.toml"))
+        build_launch(
+            _model(model=str(tmp_path / "nope.gguf")), host="h", port=1, config_path=Path("m.toml")
+        )
     assert info.value.key == "models.m.model"
 
 
 def test_vllm_command_passes_engine_args_through() -> None:
-    model = _model(engine="vllm", model="org/model",
-                   args={"tensor_parallel_size": 2, "enforce-eager": True,
-                         "enable-prefix-caching": False})
-    argv = list(build_launch(model, host="127.0.0.1", port=8100,
-                             config_path=Path("m.toml")).argv)
+    model = _model(
+        engine="vllm",
+        model="org/model",
+        args={"tensor_parallel_size": 2, "enforce-eager": True, "enable-prefix-caching": False},
+    )
+    argv = list(build_launch(model, host="127.0.0.1", port=8100, config_path=Path("m.toml")).argv)
     assert argv[1:3] == ["serve", "org/model"]
     assert argv[argv.index("--served-model-name") + 1] == "m"
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
@@ -71,8 +78,7 @@ def _has_gpu() -> bool:
 @pytest.mark.skipif(not _has_gpu(), reason="needs an NVIDIA GPU and vllm installed")
 def test_vllm_engine_command_is_accepted_by_vllm() -> None:
     model = _model(engine="vllm", model="org/model")
-    argv = list(build_launch(model, host="127.0.0.1", port=8100,
-                             config_path=Path("m.toml")).argv)
+    argv = list(build_launch(model, host="127.0.0.1", port=8100, config_path=Path("m.toml")).argv)
     result = subprocess.run([*argv[:2], "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     for flag in ("--served-model-name", "--max-model-len", "--enable-prefix-caching"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chatapp.errors import StorageError
-from chatapp.migrate import apply_migrations, applied_versions, discover_migrations
+from chatapp.migrate import applied_versions, apply_migrations, discover_migrations
 from chatapp.paths import migrations_dir
 from chatapp.store import open_database
 
@@ -21,10 +21,18 @@ def test_empty_data_dir_gets_every_table_with_its_columns(tmp_path: Path) -> Non
     db = open_database(tmp_path / "new" / "chatapp.db")
     conn = db.conn
     assert {"orgs", "users", "api_keys", "conversations", "messages"} <= set(db.table_names())
-    assert {"id", "user_id", "prefix", "secret_hash", "scopes", "revoked_at",
-            "expires_at"} <= _columns(conn, "api_keys")
-    assert {"id", "conversation_id", "parent_id", "role", "content",
-            "status"} <= _columns(conn, "messages")
+    assert {
+        "id",
+        "user_id",
+        "prefix",
+        "secret_hash",
+        "scopes",
+        "revoked_at",
+        "expires_at",
+    } <= _columns(conn, "api_keys")
+    assert {"id", "conversation_id", "parent_id", "role", "content", "status"} <= _columns(
+        conn, "messages"
+    )
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     versions = [m.version for m in discover_migrations(migrations_dir())]
@@ -54,7 +62,8 @@ def test_failing_migration_rolls_back_whole_and_keeps_earlier_ones(tmp_path: Pat
     (scripts / "0001_one.sql").write_text("-- why: test\nCREATE TABLE a (x INTEGER);\n")
     (scripts / "0002_two.sql").write_text(
         "CREATE TABLE b (y INTEGER);\nCREATE TRIGGER t AFTER INSERT ON b BEGIN\n"
-        "  INSERT INTO a VALUES (new.y);\nEND;\nINSERT INTO nowhere VALUES (1);\n")
+        "  INSERT INTO a VALUES (new.y);\nEND;\nINSERT INTO nowhere VALUES (1);\n"
+    )
     conn = sqlite3.connect(tmp_path / "t.db")
     with pytest.raises(StorageError, match="0002_two.sql"):
         apply_migrations(conn, scripts)

@@ -1,4 +1,4 @@
-"""Key revocation and scopes against a live server: a change in SQLite applies to the next request."""
+"""Key revocation against a live server: a change in SQLite applies to the next request."""
 
 from __future__ import annotations
 

@@ -15,9 +15,13 @@ def client(server: LiveServer) -> openai.OpenAI:
 
 def test_non_streamed_answer_has_text_and_usage(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
-        model="smollm2", max_tokens=12, temperature=0,
-        messages=[{"role": "system", "content": "You are terse."},
-                  {"role": "user", "content": "Say hello."}],
+        model="smollm2",
+        max_tokens=12,
+        temperature=0,
+        messages=[
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello."},
+        ],
     )
     assert answer.model == "smollm2"
     assert answer.choices[0].message.role == "assistant"
@@ -30,7 +34,10 @@ def test_non_streamed_answer_has_text_and_usage(client: openai.OpenAI) -> None:
 
 def test_streamed_answer_has_many_chunks_and_a_final_usage_chunk(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model="smollm2", max_tokens=16, stream=True, stream_options={"include_usage": True},
+        model="smollm2",
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
         messages=[{"role": "user", "content": "Count from one to ten."}],
     )
     chunks = list(stream)
@@ -46,17 +53,26 @@ def test_streamed_answer_has_many_chunks_and_a_final_usage_chunk(client: openai.
 
 
 def test_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model="smollm2", max_tokens=4, stream=True,
-        messages=[{"role": "user", "content": "Hi"}],
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2",
+            max_tokens=4,
+            stream=True,
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    )
     assert chunks and all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)
 
 
 def test_max_completion_tokens_limits_the_answer(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
-        model="smollm2", max_completion_tokens=3, seed=7, top_p=0.9, stop=["\n\n"], user="t",
+        model="smollm2",
+        max_completion_tokens=3,
+        seed=7,
+        top_p=0.9,
+        stop=["\n\n"],
+        user="t",
         messages=[{"role": "user", "content": "Write a long story about a dragon."}],
     )
     assert answer.usage is not None and answer.usage.completion_tokens <= 3
@@ -67,13 +83,21 @@ async def test_async_client_streams_and_completes(server: LiveServer) -> None:
     client = openai.AsyncOpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
     async with client:
         answer = await client.chat.completions.create(
-            model="smollm2", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
+            model="smollm2", max_tokens=8, messages=[{"role": "user", "content": "Hi"}]
+        )
         assert answer.choices[0].message.content
         stream = await client.chat.completions.create(
-            model="smollm2", max_tokens=8, stream=True, stream_options={"include_usage": True},
-            messages=[{"role": "user", "content": "Hi"}])
-        pieces = [c.choices[0].delta.content async for c in stream
-                  if c.choices and c.choices[0].delta.content]
+            model="smollm2",
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+        pieces = [
+            c.choices[0].delta.content
+            async for c in stream
+            if c.choices and c.choices[0].delta.content
+        ]
         assert len(pieces) > 1
 
 
@@ -83,19 +107,16 @@ def test_models_lists_the_configured_models(client: openai.OpenAI) -> None:
 
 
 def test_wrong_key_is_401(server: LiveServer) -> None:
-    bad = openai.OpenAI(base_url=server.base_url, api_key="ca-not-a-real-key-at-all",
-                        max_retries=0)
+    bad = openai.OpenAI(base_url=server.base_url, api_key="ca-not-a-real-key-at-all", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as info:
-        bad.chat.completions.create(model="smollm2",
-                                    messages=[{"role": "user", "content": "Hi"}])
+        bad.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Hi"}])
     assert info.value.status_code == 401
     assert info.value.body["code"] == "invalid_api_key"
 
 
 def test_unknown_model_is_404_naming_the_available_ones(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
-        client.chat.completions.create(model="gpt-17",
-                                       messages=[{"role": "user", "content": "Hi"}])
+        client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "Hi"}])
     assert info.value.body["code"] == "model_not_found"
     assert info.value.body["param"] == "model"
     assert "smollm2" in info.value.body["message"]

@@ -41,8 +41,10 @@ async def test_chat_is_503_with_retry_after_while_no_engine_is_ready(
     client: httpx.AsyncClient,
 ) -> None:
     response = await client.post(
-        "/v1/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]})
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
     assert response.json()["error"]["code"] == "engine_unavailable"

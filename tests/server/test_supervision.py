@@ -52,7 +52,8 @@ def test_killed_engine_is_restarted_and_the_next_request_succeeds(own_server: Li
     assert restarted.pid != engine.pid
     client = openai.OpenAI(base_url=own_server.base_url, api_key=own_server.key, max_retries=0)
     answer = client.chat.completions.create(
-        model="smollm2", max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+        model="smollm2", max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+    )
     assert answer.choices[0].message.content
     assert "exited with code" in own_server.log()
 
