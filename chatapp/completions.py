@@ -44,11 +44,12 @@ class Completions:
     async def create(self, pool: ModelPool, body: Mapping[str, Any]) -> bytes:
         """A non-streamed completion: the engine's JSON answer, unchanged."""
         upstream = pool.pick()
+        payload = {**upstream.prepare(body, pool.model.name), "stream": False}
         upstream.outstanding += 1
         try:
             response = await self.client.post(
                 f"{upstream.base_url}/chat/completions",
-                json={**body, "stream": False},
+                json=payload,
                 headers=upstream.headers(),
             )
         except httpx.HTTPError as exc:
@@ -68,7 +69,11 @@ class Completions:
         asked for it, and counted here when the engine sends none.
         """
         upstream = pool.pick()
-        payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        payload = {
+            **upstream.prepare(body, pool.model.name),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         request = self.client.build_request(
             "POST",
             f"{upstream.base_url}/chat/completions",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from chatapp.config import Config, ModelConfig
 from chatapp.engines.launch import EngineLaunch, build_launch
 from chatapp.engines.supervisor import EngineSupervisor
 from chatapp.errors import EngineUnavailable
+from chatapp.plain_messages import plain_messages
 
 __all__ = ["ModelPool", "Upstream", "build_pools"]
 
@@ -24,6 +27,7 @@ class Upstream:
     weight: float = 1.0
     supervisor: EngineSupervisor | None = None
     reports_stream_usage: bool = True
+    plain_messages: bool = False
     outstanding: int = field(default=0)
 
     @property
@@ -34,6 +38,10 @@ class Upstream:
     @property
     def ready(self) -> bool:
         return self.supervisor.ready if self.supervisor else True
+
+    def prepare(self, body: Mapping[str, Any], model: str) -> dict[str, Any]:
+        """The request body in the form this upstream accepts."""
+        return plain_messages(body, model) if self.plain_messages else dict(body)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -82,6 +90,7 @@ def build_pools(config: Config, log_dir: Path) -> dict[str, ModelPool]:
                     name=f"{model.name}@local",
                     supervisor=supervisor,
                     reports_stream_usage=probe.reports_stream_usage,
+                    plain_messages=probe.plain_messages,
                 )
             )
         for node in model.nodes:

@@ -86,6 +86,15 @@ def _stop(name: str, value: Any) -> None:
         raise _fail(name, "expected a string or a list of up to 4 strings.")
 
 
+def _logit_bias(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _fail(name, "expected an object mapping token ids to biases.")
+    for token, bias in value.items():
+        if not token.isdigit():
+            raise _fail(f"{name}.{token}", "keys must be token ids (integers as strings).")
+        _number(-100, 100)(f"{name}.{token}", bias)
+
+
 def _n(name: str, value: Any) -> None:
     if value != 1 or isinstance(value, bool):
         raise _fail(name, "only n=1 is supported.")
@@ -116,7 +125,7 @@ _FIELDS: dict[str, Callable[[str, Any], None]] = {
     "user": _of_type(str, "a string"),
     "logprobs": _of_type(bool, "a boolean"),
     "top_logprobs": _integer(0, 20),
-    "logit_bias": _of_type(dict, "an object mapping token ids to biases"),
+    "logit_bias": _logit_bias,
     "response_format": _of_type(dict, "an object"),
     "tools": _of_type(list, "a list of tools"),
     "tool_choice": _of_type((str, dict), "a string or an object"),
@@ -134,6 +143,10 @@ def _messages(value: Any) -> None:
         role = message.get("role")
         if role not in ROLES:
             raise _fail(f"{where}.role", f"expected one of {', '.join(ROLES)} (got {role!r}).")
+        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            raise _fail(f"{where}.tool_call_id", "a tool message must name the call it answers.")
+        if "tool_calls" in message and not isinstance(message["tool_calls"], list):
+            raise _fail(f"{where}.tool_calls", "expected a list of tool calls.")
         content = message.get("content")
         if content is None and role == "assistant" and message.get("tool_calls"):
             continue

@@ -24,6 +24,7 @@ class EngineLaunch:
     argv: tuple[str, ...]
     health_path: str
     reports_stream_usage: bool
+    plain_messages: bool = False
 
 
 def build_launch(model: ModelConfig, *, host: str, port: int, config_path: Path) -> EngineLaunch:
@@ -77,8 +78,11 @@ def _llama_cpp(model: ModelConfig, host: str, port: int, config_path: Path) -> E
     ]
     for key, value in args.items():
         argv += [f"--{key}", str(value)]
-    # llama-cpp-python's server has no /health and sends no usage on streams.
-    return EngineLaunch(tuple(argv), health_path="/v1/models", reports_stream_usage=False)
+    # llama-cpp-python's server has no /health, sends no usage on streams, and takes only
+    # plain-text messages.
+    return EngineLaunch(
+        tuple(argv), health_path="/v1/models", reports_stream_usage=False, plain_messages=True
+    )
 
 
 def _vllm(model: ModelConfig, host: str, port: int) -> EngineLaunch:

@@ -143,3 +143,77 @@ def test_malformed_request_is_400_naming_the_field(
     assert info.value.status_code == 400
     assert info.value.body["param"] == param
     assert param.split("[")[0] in info.value.body["message"]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}],
+            }
+        ],
+        [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        [
+            {"role": "user", "content": "What is 6*7?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "calc", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ],
+    ],
+    ids=["content-parts", "developer-role", "tool-round-trip"],
+)
+def test_message_forms_the_engine_lacks_are_sent_in_plain_form(
+    client: openai.OpenAI, messages: list
+) -> None:
+    answer = client.chat.completions.create(model="smollm2", max_tokens=3, messages=messages)
+    assert answer.choices[0].message.content is not None
+    assert answer.usage is not None and answer.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ]
+            },
+            "messages[0].content",
+        ),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
+        ({"logit_bias": {"not-a-token": 1}}, "logit_bias.not-a-token"),
+        ({"logit_bias": {"42": 500}}, "logit_bias.42"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        (
+            {"stream_options": {"include_usage": "yes"}, "stream": True},
+            "stream_options.include_usage",
+        ),
+    ],
+)
+def test_requests_the_engine_would_choke_on_are_400(
+    client: openai.OpenAI, kwargs: dict, param: str
+) -> None:
+    request = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], **kwargs}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(**request)
+    assert info.value.body["param"] == param
+
+
+def test_prompt_over_the_context_window_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="smollm2", max_tokens=3, messages=[{"role": "user", "content": "word " * 3000}]
+        )
+    assert "context" in info.value.body["message"]
