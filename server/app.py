@@ -70,6 +70,7 @@ def create_app(
             yield
         finally:
             announce.cancel()
+            log.info("shutting down: stopping %d engine(s)", len(supervisors))
             await asyncio.gather(*(s.stop() for s in supervisors))
             await client.aclose()
             db.conn.close()

@@ -39,6 +39,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _last_line(path: Path, tail: int = 2048) -> str:
+    """The engine log's last line, shown as loading progress (vLLM prints its steps there)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - tail))
+            lines = handle.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f"— {lines[-1][:160]}" if lines else ""
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM it if chatapp itself dies (no orphans)."""
     if sys.platform == "linux":
@@ -165,7 +176,12 @@ class EngineSupervisor:
                 if now - started > self.start_timeout:
                     raise TimeoutError(f"not healthy after {self.start_timeout:.0f}s")
                 if now >= next_progress:
-                    log.info("engine %s: still loading (%.0fs)", self.name, now - started)
+                    log.info(
+                        "engine %s: still loading (%.0fs) %s",
+                        self.name,
+                        now - started,
+                        _last_line(self.log_path),
+                    )
                     next_progress = now + 5.0
                 await asyncio.sleep(0.2)
         self._set_state(EngineState.READY)
@@ -187,6 +203,7 @@ class EngineSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._set_state(EngineState.STOPPED)
+        log.info("engine %s: stopped", self.name)
 
     async def _terminate(self, timeout: float = 10.0) -> None:
         """SIGTERM the engine's process group (and any stray descendants), SIGKILL what stays."""
