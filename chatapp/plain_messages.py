@@ -29,7 +29,8 @@ def plain_messages(body: Mapping[str, Any], model: str) -> dict[str, Any]:
             if kinds - {"text"}:
                 raise InvalidRequest(
                     f"The model '{model}' accepts text only, not "
-                    f"{', '.join(sorted(str(k) for k in kinds - {'text'}))} content.",
+                    f"{', '.join(sorted(str(k) for k in kinds - {'text'}))} content "
+                    f"(messages[{index}].content).",
                     param=f"messages[{index}].content",
                 )
             message["content"] = "".join(str(part.get("text", "")) for part in content)

@@ -132,6 +132,23 @@ def test_unknown_model_is_404_naming_the_available_ones(client: openai.OpenAI) -
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         ({"extra_body": {"frobnicate": True}}, "frobnicate"),
+        # Requests llama-cpp-python's server would answer with a 500 and a traceback:
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ]
+            },
+            "messages[0].content",
+        ),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
+        ({"logit_bias": {"not-a-token": 1}}, "logit_bias.not-a-token"),
+        ({"logit_bias": {"42": 500}}, "logit_bias.42"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        (
+            {"stream_options": {"include_usage": "yes"}, "stream": True},
+            "stream_options.include_usage",
+        ),
     ],
 )
 def test_malformed_request_is_400_naming_the_field(
@@ -142,7 +159,7 @@ def test_malformed_request_is_400_naming_the_field(
         client.chat.completions.create(**request)
     assert info.value.status_code == 400
     assert info.value.body["param"] == param
-    assert param.split("[")[0] in info.value.body["message"]
+    assert param.split("[")[0].split(".")[0] in info.value.body["message"]
 
 
 @pytest.mark.parametrize(
@@ -179,36 +196,6 @@ def test_message_forms_the_engine_lacks_are_sent_in_plain_form(
     answer = client.chat.completions.create(model="smollm2", max_tokens=3, messages=messages)
     assert answer.choices[0].message.content is not None
     assert answer.usage is not None and answer.usage.prompt_tokens > 0
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "param"),
-    [
-        (
-            {
-                "messages": [
-                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
-                ]
-            },
-            "messages[0].content",
-        ),
-        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
-        ({"logit_bias": {"not-a-token": 1}}, "logit_bias.not-a-token"),
-        ({"logit_bias": {"42": 500}}, "logit_bias.42"),
-        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        (
-            {"stream_options": {"include_usage": "yes"}, "stream": True},
-            "stream_options.include_usage",
-        ),
-    ],
-)
-def test_requests_the_engine_would_choke_on_are_400(
-    client: openai.OpenAI, kwargs: dict, param: str
-) -> None:
-    request = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], **kwargs}
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(**request)
-    assert info.value.body["param"] == param
 
 
 def test_prompt_over_the_context_window_is_400(client: openai.OpenAI) -> None:

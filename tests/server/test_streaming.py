@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import AbstractContextManager
 
 import httpx
 import openai
@@ -23,14 +24,18 @@ def _post(server: LiveServer, body: dict, **kwargs: object) -> httpx.Response:
     )
 
 
-def _stream_lines(server: LiveServer, body: dict) -> tuple[httpx.Headers, list[str]]:
-    with httpx.stream(
+def _open_stream(server: LiveServer, body: dict) -> AbstractContextManager[httpx.Response]:
+    return httpx.stream(
         "POST",
         f"{server.base_url}/chat/completions",
         json=body,
         timeout=30,
         headers={"Authorization": f"Bearer {server.key}"},
-    ) as response:
+    )
+
+
+def _stream_lines(server: LiveServer, body: dict) -> tuple[httpx.Headers, list[str]]:
+    with _open_stream(server, body) as response:
         assert response.status_code == 200
         return response.headers, [line for line in response.iter_lines() if line]
 
@@ -104,13 +109,7 @@ def test_client_disconnect_aborts_the_upstream_request(
     server: LiveServer, scripted: ScriptedUpstream
 ) -> None:
     before = len(scripted.recorder.disconnects)
-    with httpx.stream(
-        "POST",
-        f"{server.base_url}/chat/completions",
-        json=_ask("script:endless"),
-        headers={"Authorization": f"Bearer {server.key}"},
-        timeout=30,
-    ) as response:
+    with _open_stream(server, _ask("script:endless")) as response:
         lines = response.iter_lines()
         ticks = [next(lines) for _ in range(6)]
         assert any("tick" in line for line in ticks)
@@ -135,13 +134,7 @@ def test_client_disconnect_stops_the_real_engine(server: LiveServer) -> None:
         temperature=0,
     )
     stamps = []
-    with httpx.stream(
-        "POST",
-        f"{server.base_url}/chat/completions",
-        json=long,
-        timeout=30,
-        headers={"Authorization": f"Bearer {server.key}"},
-    ) as response:
+    with _open_stream(server, long) as response:
         lines = (line for line in response.iter_lines() if line.startswith("data:"))
         for _ in range(12):
             next(lines)
