@@ -50,6 +50,8 @@ class Principal:
     user_name: str
     org_id: int
     scopes: frozenset[str]
+    org_tier: str | None = None
+    user_tier: str | None = None
 
     def can(self, scope: str) -> bool:
         return scope in self.scopes
@@ -65,8 +67,9 @@ class CreatedKey:
 
 
 _LOOKUP = """
-SELECT k.id, k.prefix, k.scopes, k.expires_at, k.revoked_at, u.id, u.name, u.status, u.org_id
-FROM api_keys k JOIN users u ON u.id = k.user_id
+SELECT k.id, k.prefix, k.scopes, k.expires_at, k.revoked_at, u.id, u.name, u.status, u.org_id,
+       o.tier, u.tier
+FROM api_keys k JOIN users u ON u.id = k.user_id JOIN orgs o ON o.id = u.org_id
 WHERE k.secret_hash = ?
 """
 
@@ -87,7 +90,19 @@ class Accounts:
         row = self.db.execute(_LOOKUP, (hash_secret(secret),)).fetchone()
         if row is None:
             raise AuthenticationError("Incorrect API key provided.")
-        key_id, prefix, scopes, expires_at, revoked_at, user_id, user_name, status, org_id = row
+        (
+            key_id,
+            prefix,
+            scopes,
+            expires_at,
+            revoked_at,
+            user_id,
+            user_name,
+            status,
+            org_id,
+            org_tier,
+            user_tier,
+        ) = row
         if revoked_at is not None:
             raise AuthenticationError(f"The API key {prefix}… has been revoked.")
         if expires_at is not None and expires_at <= _now():
@@ -101,13 +116,15 @@ class Accounts:
             user_name=user_name,
             org_id=org_id,
             scopes=frozenset(scopes.split(",")),
+            org_tier=org_tier,
+            user_tier=user_tier,
         )
 
-    def ensure_org(self, name: str) -> int:
+    def ensure_org(self, name: str, *, tier: str | None = None) -> int:
         row = self.db.execute("SELECT id FROM orgs WHERE name = ?", (name,)).fetchone()
         if row:
             return int(row[0])
-        return self._insert("orgs", {"name": name})
+        return self._insert("orgs", {"name": name, **({"tier": tier} if tier else {})})
 
     def ensure_user(self, name: str, *, org_id: int, is_admin: bool = False) -> int:
         row = self.db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()

@@ -36,7 +36,8 @@ def initialize(home: Path, *, url: str, admin_key: str | None = None) -> InitRes
     db = open_database(db_path)
     try:
         accounts = Accounts(db)
-        org_id = accounts.ensure_org("default")
+        # The operator's own org: the generous tier (models.toml may redefine what it allows).
+        org_id = accounts.ensure_org("default", tier="enterprise")
         admin_id = accounts.ensure_user("admin", org_id=org_id, is_admin=True)
         new_key: str | None = None
         if admin_key is not None and not accounts.has_key(admin_key):

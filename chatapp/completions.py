@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -15,7 +16,7 @@ from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, Upst
 from chatapp.token_count import count_usage
 from chatapp.upstreams import ModelPool, Upstream
 
-__all__ = ["ChatStream", "Completions"]
+__all__ = ["ChatStream", "Completion", "Completions"]
 
 
 def _upstream_error(status: int, body: bytes) -> RequestError:
@@ -35,14 +36,23 @@ def _upstream_error(status: int, body: bytes) -> RequestError:
     return UpstreamError(f"The engine failed ({status}): {message or 'no detail'}")
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A finished non-streamed answer: the engine's bytes, its usage, and who answered."""
+
+    content: bytes
+    usage: dict[str, Any] | None
+    upstream: Upstream
+
+
 class Completions:
     """Forwards chat completions over one shared httpx client (connection pooling per engine)."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def create(self, pool: ModelPool, body: Mapping[str, Any]) -> bytes:
-        """A non-streamed completion: the engine's JSON answer, unchanged."""
+    async def create(self, pool: ModelPool, body: Mapping[str, Any]) -> Completion:
+        """A non-streamed completion: the engine's JSON answer, unchanged, and its usage."""
         upstream = pool.pick()
         payload = {**upstream.prepare(body, pool.model.name), "stream": False}
         upstream.outstanding += 1
@@ -58,7 +68,11 @@ class Completions:
             upstream.outstanding -= 1
         if response.status_code != 200:
             raise _upstream_error(response.status_code, response.content)
-        return response.content
+        try:
+            usage = json.loads(response.content).get("usage")
+        except (ValueError, AttributeError):
+            raise UpstreamError("The engine answered with something that is not JSON.") from None
+        return Completion(response.content, usage if isinstance(usage, dict) else None, upstream)
 
     async def open_stream(
         self, pool: ModelPool, body: Mapping[str, Any], *, include_usage: bool
@@ -105,7 +119,11 @@ def _connection_error(pool: ModelPool, exc: httpx.HTTPError) -> RequestError:
 
 
 class ChatStream:
-    """An open upstream stream: iterate for each chunk's JSON text, then it closes itself."""
+    """An open upstream stream: iterate for each chunk's JSON text, then it closes itself.
+
+    It remembers what metering needs: when the first token came, the text so far, the engine's
+    usage, and how it ended (`outcome`: ok, error or cancelled).
+    """
 
     def __init__(
         self,
@@ -120,13 +138,14 @@ class ChatStream:
         self.response = response
         self.body = body
         self.include_usage = include_usage
-        self.usage: dict[str, int] | None = None
+        self.usage: dict[str, Any] | None = None
+        self.first_token_at: float | None = None
+        self.outcome = "cancelled"  # until the stream ends or fails
+        self._pieces: list[str] = []
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Each upstream chunk's data, as it arrives; ends with a usage chunk when asked for."""
-        count_here = self.include_usage and not self.upstream.reports_stream_usage
-        pieces: list[str] = []
         last: dict[str, Any] | None = None
         try:
             async for event in EventSource(self.response).aiter_sse():
@@ -135,37 +154,50 @@ class ChatStream:
                     break
                 if not data:
                     continue
-                if count_here or '"usage"' in data or '"error"' in data:
-                    chunk = _parse_chunk(data)
-                    if "error" in chunk:
-                        raise _upstream_error(502, data.encode())
-                    if chunk.get("usage"):
-                        self.usage = chunk["usage"]
-                        if not self.include_usage:
-                            if not chunk.get("choices"):
-                                continue
-                            data = json.dumps({**chunk, "usage": None})
-                    if count_here:
-                        last = chunk
-                        pieces.extend(_content(chunk))
+                chunk = _parse_chunk(data)
+                if "error" in chunk:
+                    raise _upstream_error(502, data.encode())
+                last = chunk
+                pieces = _content(chunk)
+                if pieces:
+                    if self.first_token_at is None:
+                        self.first_token_at = time.monotonic()
+                    self._pieces.extend(pieces)
+                if chunk.get("usage"):
+                    self.usage = chunk["usage"]
+                    if not self.include_usage:
+                        if not chunk.get("choices"):
+                            continue
+                        data = json.dumps({**chunk, "usage": None})
                 yield data
         except httpx.HTTPError as exc:
+            self.outcome = "error"
             raise UpstreamError(
                 f"The engine stopped mid-answer ({type(exc).__name__}); the answer is incomplete."
             ) from exc
         except SSEError as exc:
+            self.outcome = "error"
             raise UpstreamError(f"The engine sent a malformed stream: {exc}") from exc
+        except RequestError:
+            self.outcome = "error"
+            raise
         finally:
             await self.aclose()
-        if count_here and self.usage is None:
+        self.outcome = "ok"
+        if self.include_usage and self.usage is None:
+            yield json.dumps(_usage_chunk(last, self.body, await self.final_usage()))
+
+    async def final_usage(self) -> dict[str, Any]:
+        """The engine's usage, or (it sent none, or the stream was cut) a count of our own."""
+        if self.usage is None:
             self.usage = await count_usage(
                 self.client,
                 self.upstream.base_url,
                 self.upstream.headers(),
                 self.body.get("messages", []),
-                "".join(pieces),
+                "".join(self._pieces),
             )
-            yield json.dumps(_usage_chunk(last, self.body, self.usage))
+        return self.usage
 
     async def aclose(self) -> None:
         """Close the upstream response: the engine sees the disconnect and stops generating."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from chatapp.errors import ConfigError
+from chatapp.limits import LIMIT_KINDS, Limits, Tier
 
 __all__ = [
     "ENGINE_KINDS",
@@ -35,6 +36,8 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     keepalive_seconds: float = 10.0
     engine_start_timeout: float = 300.0
+    default_tier: str = "free"
+    ledger_flush_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class ModelConfig:
     args: Mapping[str, EngineArg] = field(default_factory=dict)
     pricing: Pricing = field(default_factory=Pricing)
     nodes: tuple[NodeConfig, ...] = ()
+    output_reserve: int = 512
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,13 @@ class Config:
     path: Path
     server: ServerConfig
     models: Mapping[str, ModelConfig]
+    tiers: Mapping[str, Tier] = field(default_factory=dict)
+
+    def tier(self, name: str | None) -> Tier:
+        """The named tier; an unknown or missing name falls back to the default tier."""
+        if name and name in self.tiers:
+            return self.tiers[name]
+        return self.tiers.get(self.server.default_tier) or Tier(self.server.default_tier)
 
 
 def load_config(path: Path) -> Config:
@@ -94,18 +105,52 @@ def load_config(path: Path) -> Config:
 def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     """Turn parsed TOML into Config, rejecting unknown keys so typos do not pass silently."""
     table = _Table(raw, str(path), "")
-    table.only("server", "models")
+    table.only("server", "models", "tiers")
     server = _parse_server(table.table("server"))
     models_table = table.table("models")
     models = {name: _parse_model(models_table.table(name), name) for name in models_table.keys()}
     if not models:
         raise ConfigError(str(path), "models", "define at least one model, e.g. [models.smollm2]")
-    return Config(path=path, server=server, models=models)
+    tiers_table = table.table("tiers")
+    tiers = {name: _parse_tier(tiers_table.table(name), name) for name in tiers_table.keys()}
+    if tiers and server.default_tier not in tiers:
+        raise ConfigError(
+            str(path),
+            "server.default_tier",
+            f"names no tier in [tiers] (defined: {', '.join(sorted(tiers))})",
+        )
+    return Config(path=path, server=server, models=models, tiers=tiers)
+
+
+def _parse_limit_values(t: _Table) -> dict[str, int]:
+    values = {}
+    for kind in t.keys():
+        if kind in LIMIT_KINDS:
+            values[kind] = t.integer(kind, 0, low=1)
+    return values
+
+
+def _parse_tier(t: _Table, name: str) -> Tier:
+    t.only(*LIMIT_KINDS, "models")
+    models_table = t.table("models")
+    per_model = {}
+    for model in models_table.keys():
+        model_table = models_table.table(model)
+        model_table.only(*LIMIT_KINDS)
+        per_model[model] = _parse_limit_values(model_table)
+    return Tier(name=name, limits=Limits(**_parse_limit_values(t)), models=per_model)
 
 
 def _parse_server(t: _Table) -> ServerConfig:
     t.only(
-        "host", "port", "data_dir", "max_body_bytes", "keepalive_seconds", "engine_start_timeout"
+        "host",
+        "port",
+        "data_dir",
+        "max_body_bytes",
+        "keepalive_seconds",
+        "engine_start_timeout",
+        "default_tier",
+        "ledger_flush_seconds",
     )
     default = ServerConfig()
     data_dir = t.string("data_dir", None)
@@ -118,11 +163,15 @@ def _parse_server(t: _Table) -> ServerConfig:
         engine_start_timeout=t.number(
             "engine_start_timeout", default.engine_start_timeout, low=1.0
         ),
+        default_tier=t.string("default_tier", default.default_tier) or default.default_tier,
+        ledger_flush_seconds=t.number(
+            "ledger_flush_seconds", default.ledger_flush_seconds, low=0.01
+        ),
     )
 
 
 def _parse_model(t: _Table, name: str) -> ModelConfig:
-    t.only("engine", "model", "context_window", "args", "pricing", "nodes")
+    t.only("engine", "model", "context_window", "args", "pricing", "nodes", "output_reserve")
     engine = t.string("engine", None)
     if engine is not None and engine not in ENGINE_KINDS:
         t.fail("engine", f"must be one of {', '.join(ENGINE_KINDS)} (got {engine!r})")
@@ -141,17 +190,19 @@ def _parse_model(t: _Table, name: str) -> ModelConfig:
         args[key] = value
     pricing = t.table("pricing")
     pricing.only("input_per_1m", "output_per_1m")
+    context_window = t.integer("context_window", 4096, low=16)
     return ModelConfig(
         name=name,
         engine=engine,
         model=model or name,
-        context_window=t.integer("context_window", 4096, low=16),
+        context_window=context_window,
         args=args,
         pricing=Pricing(
             input_per_1m=pricing.number("input_per_1m", 0.0, low=0.0),
             output_per_1m=pricing.number("output_per_1m", 0.0, low=0.0),
         ),
         nodes=nodes,
+        output_reserve=t.integer("output_reserve", min(512, context_window // 2), low=1),
     )
 
 

@@ -9,6 +9,7 @@ ChatAppError
     ├── PermissionDenied        403: the key lacks the scope for this route
     ├── NotFound                404: unknown model or route
     ├── PayloadTooLarge         413: body over the configured limit
+    ├── RateLimited             429: a quota is spent for now (carries Retry-After)
     ├── EngineUnavailable       503: no engine for the model is ready (carries Retry-After)
     └── UpstreamError           502: the engine failed or answered garbage
 """
@@ -24,6 +25,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "RateLimited",
     "RequestError",
     "StorageError",
     "UpstreamError",
@@ -58,6 +60,7 @@ class RequestError(ChatAppError):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] = {}  # extra response headers (e.g. x-ratelimit-*)
         if code is not None:
             self.code = code
 
@@ -90,6 +93,16 @@ class PayloadTooLarge(RequestError):
     """The request body is larger than the server accepts."""
 
     code = "request_too_large"
+
+
+class RateLimited(RequestError):
+    """A limit would be exceeded; `retry_after` is the whole seconds until the request fits."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
 
 
 class EngineUnavailable(RequestError):

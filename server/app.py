@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio
+import duckdb
 import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -17,7 +20,11 @@ from chatapp.accounts import Accounts
 from chatapp.completions import Completions
 from chatapp.config import Config
 from chatapp.engines import EngineSupervisor
+from chatapp.ledger import LEDGER_NAME, Ledger
+from chatapp.limiter import Limiter
+from chatapp.metering import Meter
 from chatapp.paths import DB_NAME
+from chatapp.quotas import Quotas
 from chatapp.store import open_database
 from chatapp.upstreams import build_pools
 from server.errors import exception_handlers
@@ -51,6 +58,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = open_database(home / DB_NAME)
+        ledger = Ledger(home / LEDGER_NAME, home / DB_NAME)
+        meter = Meter(config, db, Limiter(), Quotas(config, db))
+        moved = await anyio.to_thread.run_sync(ledger.flush)
+        replayed = await anyio.to_thread.run_sync(meter.rebuild, ledger)
+        log.info(
+            "usage ledger: %d leftover event(s) moved, %d replayed into quotas", moved, replayed
+        )
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
         timeout = httpx.Timeout(connect=5.0, read=600.0, write=30.0, pool=None)
         client = httpx.AsyncClient(limits=limits, timeout=timeout)
@@ -64,18 +78,35 @@ def create_app(
             client=client,
             completions=Completions(client),
             started_at=int(time.time()),
+            meter=meter,
+            ledger=ledger,
         )
         announce = asyncio.create_task(_announce_when_ready(supervisors, on_ready))
+        flusher = asyncio.create_task(_flush_forever(ledger, config.server.ledger_flush_seconds))
         try:
             yield
         finally:
             announce.cancel()
+            flusher.cancel()
             log.info("shutting down: stopping %d engine(s)", len(supervisors))
             await asyncio.gather(*(s.stop() for s in supervisors))
             await client.aclose()
+            await anyio.to_thread.run_sync(ledger.flush)
+            ledger.close()
             db.conn.close()
 
     return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
+
+
+async def _flush_forever(ledger: Ledger, every: float) -> None:
+    """Move outbox rows into the ledger in the background, off the event loop."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(ledger.flush)
+        except (OSError, sqlite3.Error, duckdb.Error):
+            # The rows stay in the outbox and the next round retries them.
+            log.exception("usage ledger: flush failed; will retry")
 
 
 async def _announce_when_ready(

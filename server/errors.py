@@ -15,6 +15,7 @@ from chatapp.errors import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    RateLimited,
     RequestError,
     UpstreamError,
 )
@@ -29,6 +30,7 @@ _STATUS: dict[type[RequestError], tuple[int, str]] = {
     PermissionDenied: (403, "permission_error"),
     NotFound: (404, "invalid_request_error"),
     PayloadTooLarge: (413, "invalid_request_error"),
+    RateLimited: (429, "rate_limit_error"),
     EngineUnavailable: (503, "server_error"),
     UpstreamError: (502, "server_error"),
 }
@@ -49,8 +51,8 @@ def error_body(exc: RequestError) -> dict[str, object]:
 
 def error_response(exc: RequestError) -> JSONResponse:
     status, _ = status_for(exc)
-    headers = {}
-    if isinstance(exc, EngineUnavailable):
+    headers = dict(exc.headers)
+    if isinstance(exc, EngineUnavailable | RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 
 import anyio
 from starlette.types import Receive, Scope, Send
@@ -49,9 +49,14 @@ class EventStreamResponse:
         *,
         keepalive: float,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.frames = frames
         self.on_close = on_close
+        self.headers = HEADERS + [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (headers or {}).items()
+        ]
         self.keepalive = keepalive
         self._last_sent = 0.0
 
@@ -65,7 +70,7 @@ class EventStreamResponse:
                     await self.on_close()
 
     async def _stream(self, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         self._last_sent = time.monotonic()
         finished = False
         lock = asyncio.Lock()  # uncontended acquire does not yield, unlike anyio's

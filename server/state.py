@@ -11,6 +11,8 @@ from chatapp.accounts import Accounts
 from chatapp.completions import Completions
 from chatapp.config import Config
 from chatapp.errors import NotFound
+from chatapp.ledger import Ledger
+from chatapp.metering import Meter
 from chatapp.upstreams import ModelPool
 
 __all__ = ["GatewayState", "state_of"]
@@ -26,6 +28,8 @@ class GatewayState:
     client: httpx.AsyncClient
     completions: Completions
     started_at: int
+    meter: Meter
+    ledger: Ledger
 
     def pool(self, model: str) -> ModelPool:
         """The pool for a model name, or 404 listing what exists."""

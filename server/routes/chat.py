@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions: OpenAI-compatible, streamed or not."""
+"""POST /v1/chat/completions: OpenAI-compatible, streamed or not, metered against quotas."""
 
 from __future__ import annotations
 
@@ -20,17 +20,50 @@ __all__ = ["chat_completions"]
 
 
 async def chat_completions(request: Request) -> Response | ASGIApp:
-    """Validate everything first, so any error is a plain JSON answer before the stream starts."""
+    """Validate and admit first, so any refusal is a plain JSON answer before a stream starts."""
     state = state_of(request)
-    authenticate(request)
+    principal = authenticate(request)
     chat = parse_chat_request(await read_json(request, state.config.server.max_body_bytes))
     pool = state.pool(chat.model)
+    meter = state.meter
+    ticket = meter.admit(principal, pool.model, chat.body)
+    try:
+        if not chat.stream:
+            completion = await state.completions.create(pool, chat.body)
+        else:
+            stream = await state.completions.open_stream(
+                pool, chat.body, include_usage=chat.include_usage
+            )
+    except RequestError as exc:
+        meter.finish(ticket, status="error", usage=None, upstream=None)
+        exc.headers.update(meter.headers(ticket))
+        raise
+    except BaseException:
+        meter.finish(ticket, status="cancelled", usage=None, upstream=None)
+        raise
     if not chat.stream:
-        content = await state.completions.create(pool, chat.body)
-        return Response(content, media_type="application/json")
-    stream = await state.completions.open_stream(pool, chat.body, include_usage=chat.include_usage)
+        meter.finish(ticket, status="ok", usage=completion.usage, upstream=completion.upstream.name)
+        return Response(
+            completion.content, media_type="application/json", headers=meter.headers(ticket)
+        )
+
+    async def close() -> None:
+        """However the stream ended: close the engine request, then account for it."""
+        await stream.aclose()
+        usage = await stream.final_usage()
+        meter.finish(
+            ticket,
+            status=stream.outcome,
+            usage=usage,
+            upstream=stream.upstream.name,
+            first_token_at=stream.first_token_at,
+        )
+
     return EventStreamResponse(
-        _frames(stream), keepalive=state.config.server.keepalive_seconds, on_close=stream.aclose
+        _frames(stream),
+        keepalive=state.config.server.keepalive_seconds,
+        on_close=close,
+        headers=meter.headers(ticket),
     )
 
 

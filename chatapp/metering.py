@@ -1,0 +1,223 @@
+"""Quota admission, reconciliation and the usage event of each request, in one place.
+
+`admit` estimates the request's tokens (prompt text plus max_tokens or the model's output
+reserve), reserves them at every level, and records a `rate_limited` event when it refuses.
+`finish` runs exactly once when the request ends however it ended: it settles the reservation
+with the real token count and writes the usage event to the outbox.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlite_utils
+
+from chatapp.accounts import Principal
+from chatapp.config import Config, ModelConfig
+from chatapp.errors import RateLimited
+from chatapp.ledger import Ledger
+from chatapp.limiter import BucketState, Limiter, Reservation, Subject
+from chatapp.quotas import Quotas
+from chatapp.token_count import message_text
+from chatapp.usage import UsageEvent, write_outbox
+
+__all__ = ["Meter", "Ticket", "estimate_tokens", "format_reset", "ratelimit_headers"]
+
+_CHARS_PER_TOKEN = 4
+_PER_MESSAGE = 4
+
+
+def estimate_tokens(body: Mapping[str, Any], model: ModelConfig) -> int:
+    """An upper-leaning guess of what a request may use, for the reservation only."""
+    messages: Sequence[Mapping[str, Any]] = body.get("messages", [])
+    chars = sum(len(message_text(m)) for m in messages)
+    prompt = math.ceil(chars / _CHARS_PER_TOKEN) + _PER_MESSAGE * len(messages) + 3
+    output = body.get("max_tokens") or model.output_reserve
+    return int(prompt + output)
+
+
+@dataclass
+class Ticket:
+    """One admitted request on its way: who, which model, what it reserved, when it began."""
+
+    request_id: str
+    principal: Principal
+    model: ModelConfig
+    subjects: Sequence[Subject]
+    reservation: Reservation
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+
+class Meter:
+    """Admission and accounting for every request, over the limiter, quotas and outbox."""
+
+    def __init__(
+        self, config: Config, db: sqlite_utils.Database, limiter: Limiter, quotas: Quotas
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.limiter = limiter
+        self.quotas = quotas
+
+    def admit(self, principal: Principal, model: ModelConfig, body: Mapping[str, Any]) -> Ticket:
+        """Reserve the request's estimate at every level, or raise RateLimited (recorded)."""
+        subjects = self.quotas.subjects(principal, model.name)
+        request_id = f"req_{uuid.uuid4().hex}"
+        try:
+            reservation = self.limiter.admit(model.name, subjects, estimate_tokens(body, model))
+        except RateLimited as refused:
+            self._record(
+                request_id,
+                principal,
+                model,
+                status="rate_limited",
+                usage=None,
+                upstream=None,
+                ttft=None,
+                latency=None,
+                conversation_id=None,
+            )
+            refused.headers = ratelimit_headers(self.limiter.state(model.name, subjects))
+            raise
+        return Ticket(request_id, principal, model, subjects, reservation)
+
+    def rebuild(self, ledger: Ledger, *, window: float = 86400.0) -> int:
+        """Charge the last day of the ledger into the buckets, so a restart keeps quotas.
+
+        Run after the outbox has been flushed into the ledger; returns the events replayed.
+        """
+        orgs = dict(self.db.execute("SELECT id, tier FROM orgs").fetchall())
+        users = {
+            uid: (org_id, tier)
+            for uid, org_id, tier in self.db.execute("SELECT id, org_id, tier FROM users")
+        }
+        events = []
+        for ts, key_id, user_id, org_id, model, tokens in ledger.since(time.time() - window):
+            if key_id is None or user_id is None or org_id is None or user_id not in users:
+                continue
+            principal = Principal(
+                key_id=key_id,
+                key_prefix="",
+                user_id=user_id,
+                user_name="",
+                org_id=org_id,
+                scopes=frozenset(),
+                org_tier=orgs.get(org_id),
+                user_tier=users[user_id][1],
+            )
+            events.append((ts, model, self.quotas.subjects(principal, model), tokens))
+        self.limiter.replay(events)
+        return len(events)
+
+    def headers(self, ticket: Ticket) -> dict[str, str]:
+        return ratelimit_headers(self.limiter.state(ticket.model.name, ticket.subjects))
+
+    def finish(
+        self,
+        ticket: Ticket,
+        *,
+        status: str,
+        usage: Mapping[str, Any] | None,
+        upstream: str | None,
+        first_token_at: float | None = None,
+        conversation_id: str | None = None,
+    ) -> None:
+        """Settle the reservation with the real tokens and write the usage event, once."""
+        if ticket.finished:
+            return
+        ticket.finished = True
+        event = self._record(
+            ticket.request_id,
+            ticket.principal,
+            ticket.model,
+            status=status,
+            usage=usage,
+            upstream=upstream,
+            ttft=(first_token_at - ticket.started) * 1000 if first_token_at else None,
+            latency=(time.monotonic() - ticket.started) * 1000,
+            conversation_id=conversation_id,
+        )
+        self.limiter.settle(ticket.reservation, event.tokens)
+
+    def _record(
+        self,
+        request_id: str,
+        principal: Principal,
+        model: ModelConfig,
+        *,
+        status: str,
+        usage: Mapping[str, Any] | None,
+        upstream: str | None,
+        ttft: float | None,
+        latency: float | None,
+        conversation_id: str | None,
+    ) -> UsageEvent:
+        usage = usage or {}
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+        event = UsageEvent(
+            request_id=request_id,
+            ts=time.time(),
+            key_id=principal.key_id,
+            user_id=principal.user_id,
+            org_id=principal.org_id,
+            conversation_id=conversation_id,
+            model=model.name,
+            upstream=upstream,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached,
+            ttft_ms=ttft,
+            latency_ms=latency,
+            status=status,
+            cost=UsageEvent.price(model.pricing, prompt, completion),
+        )
+        with self.db.conn:
+            write_outbox(self.db.conn, event)
+        return event
+
+
+def format_reset(seconds: float) -> str:
+    """Durations as OpenAI writes them in x-ratelimit-reset-*: 20ms, 6s, 1m30s, 2h0m5s."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _tightest(states: Sequence[BucketState], kinds: tuple[str, str]) -> BucketState | None:
+    for kind in kinds:
+        candidates = [s for s in states if s.kind == kind]
+        if candidates:
+            return min(candidates, key=lambda s: (s.available, s.limit))
+    return None
+
+
+def ratelimit_headers(states: Sequence[BucketState]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers from the strictest bucket (per minute, else per day)."""
+    headers: dict[str, str] = {}
+    for name, kinds in (
+        ("requests", ("requests_per_minute", "requests_per_day")),
+        ("tokens", ("tokens_per_minute", "tokens_per_day")),
+    ):
+        state = _tightest(states, kinds)
+        if state is None:
+            continue
+        headers[f"x-ratelimit-limit-{name}"] = str(state.limit)
+        headers[f"x-ratelimit-remaining-{name}"] = str(state.remaining)
+        headers[f"x-ratelimit-reset-{name}"] = format_reset(state.refill_seconds)
+    return headers

@@ -1,0 +1,125 @@
+"""Which limits apply to a request: tiers from models.toml, overridden per org, user and key.
+
+The org level uses the org's tier; the user and key levels use the user's tier (the org's when
+the user has none). Overrides stored in SQLite replace single values at one level, for every
+model ('') or for one. Overrides live in memory as well, updated by the same calls that write
+them, so a change applies to the next request without a restart or a stale cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from chatapp.accounts import Principal
+from chatapp.config import Config
+from chatapp.errors import InvalidRequest
+from chatapp.limiter import Subject
+from chatapp.limits import LIMIT_KINDS, Limits
+
+__all__ = ["LEVELS", "Override", "Quotas"]
+
+LEVELS = ("key", "user", "org")
+
+
+@dataclass(frozen=True)
+class Override:
+    level: str
+    subject_id: int
+    model: str
+    kind: str
+    value: int | None
+
+
+class Quotas:
+    """Resolves a principal's subjects (key, user, org with their limits) for a model."""
+
+    def __init__(self, config: Config, db: sqlite_utils.Database) -> None:
+        self.config = config
+        self.db = db
+        self._overrides: dict[tuple[str, int], dict[str, dict[str, int | None]]] = {}
+        self._cache: dict[tuple[object, ...], tuple[Subject, ...]] = {}
+        for level, subject_id, model, kind, value in db.execute(
+            "SELECT level, subject_id, model, kind, value FROM limit_overrides"
+        ):
+            self._overrides.setdefault((level, subject_id), {}).setdefault(model, {})[kind] = value
+
+    def subjects(self, principal: Principal, model: str) -> tuple[Subject, ...]:
+        """The key, user and org subjects of a request, with the limits in force now."""
+        user_tier = principal.user_tier or principal.org_tier
+        cache_key = (
+            principal.key_id,
+            principal.user_id,
+            principal.org_id,
+            user_tier,
+            principal.org_tier,
+            model,
+        )
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            return cached
+        user_limits = self.config.tier(user_tier).for_model(model)
+        org_limits = self.config.tier(principal.org_tier).for_model(model)
+        subjects = (
+            Subject(
+                "key", principal.key_id, self._apply("key", principal.key_id, model, user_limits)
+            ),
+            Subject(
+                "user",
+                principal.user_id,
+                self._apply("user", principal.user_id, model, user_limits),
+            ),
+            Subject(
+                "org", principal.org_id, self._apply("org", principal.org_id, model, org_limits)
+            ),
+        )
+        self._cache[cache_key] = subjects
+        return subjects
+
+    def _apply(self, level: str, subject_id: int, model: str, limits: Limits) -> Limits:
+        overrides = self._overrides.get((level, subject_id))
+        if not overrides:
+            return limits
+        return limits.overlay(overrides.get("", {})).overlay(overrides.get(model, {}))
+
+    def set_override(self, override: Override) -> None:
+        """Store one override (value None: no limit of that kind) and apply it from now on."""
+        if override.level not in LEVELS:
+            raise InvalidRequest(f"level must be one of {', '.join(LEVELS)}", param="level")
+        if override.kind not in LIMIT_KINDS:
+            raise InvalidRequest(f"kind must be one of {', '.join(LIMIT_KINDS)}", param="kind")
+        if override.model and override.model not in self.config.models:
+            raise InvalidRequest(f"unknown model '{override.model}'", param="model")
+        with self.db.conn:
+            self.db.execute(
+                "INSERT INTO limit_overrides (level, subject_id, model, kind, value)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (level, subject_id, model, kind)"
+                " DO UPDATE SET value = excluded.value,"
+                " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+                (
+                    override.level,
+                    override.subject_id,
+                    override.model,
+                    override.kind,
+                    override.value,
+                ),
+            )
+        per_model = self._overrides.setdefault((override.level, override.subject_id), {})
+        per_model.setdefault(override.model, {})[override.kind] = override.value
+        self._cache.clear()
+
+    def clear_override(self, level: str, subject_id: int, model: str, kind: str) -> None:
+        """Remove an override: the tier's value applies again from the next request."""
+        with self.db.conn:
+            self.db.execute(
+                "DELETE FROM limit_overrides WHERE level = ? AND subject_id = ? AND model = ?"
+                " AND kind = ?",
+                (level, subject_id, model, kind),
+            )
+        self._overrides.get((level, subject_id), {}).get(model, {}).pop(kind, None)
+        self._cache.clear()
+
+    def overrides_of(self, level: str, subject_id: int) -> Mapping[str, Mapping[str, int | None]]:
+        return self._overrides.get((level, subject_id), {})
