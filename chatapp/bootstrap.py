@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatapp.accounts import Accounts
+from chatapp.errors import AuthenticationError, StorageError
 from chatapp.paths import CREDENTIALS_NAME, DB_NAME
 from chatapp.store import open_database
 
@@ -30,7 +31,12 @@ def initialize(home: Path, *, url: str, admin_key: str | None = None) -> InitRes
     A key is made when no admin key exists yet, or when `admin_key` (CHATAPP_ADMIN_KEY) is given
     and not yet stored; then it is written to the credentials file for the CLI and TUI.
     """
-    home.mkdir(parents=True, exist_ok=True)
+    if admin_key is not None and not admin_key.strip():
+        admin_key = None  # an empty CHATAPP_ADMIN_KEY means "not set", not "mint a new key"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{home}: cannot create the data dir ({exc.strerror})") from None
     db_path = home / DB_NAME
     credentials = home / CREDENTIALS_NAME
     db = open_database(db_path)
@@ -40,6 +46,16 @@ def initialize(home: Path, *, url: str, admin_key: str | None = None) -> InitRes
         org_id = accounts.ensure_org("default", tier="enterprise")
         admin_id = accounts.ensure_user("admin", org_id=org_id, is_admin=True)
         new_key: str | None = None
+        if admin_key is not None and accounts.has_key(admin_key):
+            try:
+                usable = accounts.authenticate(admin_key).can("admin")
+            except AuthenticationError:
+                usable = False
+            if not usable:
+                raise StorageError(
+                    "CHATAPP_ADMIN_KEY names a key that is revoked, expired or lacks the admin "
+                    "scope: unset it or choose another value"
+                )
         if admin_key is not None and not accounts.has_key(admin_key):
             new_key = accounts.create_key(
                 admin_id, scopes=frozenset({"chat", "admin"}), name="admin", secret=admin_key

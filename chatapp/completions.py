@@ -141,6 +141,7 @@ class ChatStream:
         self.usage: dict[str, Any] | None = None
         self.first_token_at: float | None = None
         self.outcome = "cancelled"  # until the stream ends or fails
+        self.finish_reason: str | None = None
         self._pieces: list[str] = []
         self._closed = False
 
@@ -158,6 +159,8 @@ class ChatStream:
                 if "error" in chunk:
                     raise _upstream_error(502, data.encode())
                 last = chunk
+                for choice in chunk.get("choices") or ():
+                    self.finish_reason = choice.get("finish_reason") or self.finish_reason
                 pieces = _content(chunk)
                 if pieces:
                     if self.first_token_at is None:
@@ -183,21 +186,26 @@ class ChatStream:
             raise
         finally:
             await self.aclose()
+        if self.finish_reason is None:
+            # llama-cpp-python ends an interrupted answer with [DONE] and no finish_reason.
+            self.outcome = "error"
+            raise UpstreamError("The engine ended the answer without finishing it.")
         self.outcome = "ok"
         if self.include_usage and self.usage is None:
             yield json.dumps(_usage_chunk(last, self.body, await self.final_usage()))
 
     async def final_usage(self) -> dict[str, Any]:
         """The engine's usage, or (it sent none, or the stream was cut) a count of our own."""
-        if self.usage is None:
-            self.usage = await count_usage(
-                self.client,
-                self.upstream.base_url,
-                self.upstream.headers(),
-                self.body.get("messages", []),
-                "".join(self._pieces),
-            )
-        return self.usage
+        if self.usage is not None:
+            return self.usage
+        counted: dict[str, Any] = await anyio.to_thread.run_sync(
+            count_usage,
+            self.upstream.counter,
+            self.body.get("messages", []),
+            "".join(self._pieces),
+        )
+        self.usage = counted
+        return counted
 
     async def aclose(self) -> None:
         """Close the upstream response: the engine sees the disconnect and stops generating."""

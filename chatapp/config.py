@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -271,6 +272,8 @@ class _Table:
         value = self.raw.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(name, f"must be a number, not {type(value).__name__}")
+        if not math.isfinite(value):
+            self.fail(name, f"must be a finite number (got {value})")
         if value < low:
             self.fail(name, f"must be at least {low} (got {value})")
         return float(value)

@@ -73,6 +73,11 @@ def apply_migrations(conn: sqlite3.Connection, directory: Path) -> list[int]:
     """
     saved = conn.isolation_level
     conn.isolation_level = None
+    # Off while migrating (the pragma is a no-op inside a transaction), so a table rebuild
+    # (create new, copy, drop old, rename) does not cascade-delete child rows; the
+    # foreign_key_check before each COMMIT keeps integrity all the same.
+    foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys = OFF")
     applied: list[int] = []
     try:
         done = applied_versions(conn)
@@ -93,10 +98,14 @@ def apply_migrations(conn: sqlite3.Connection, directory: Path) -> list[int]:
                         (migration.version, migration.name),
                     )
                     applied.append(migration.version)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise sqlite3.IntegrityError(f"foreign keys broken by it: {broken[:5]}")
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK")
                 raise StorageError(f"migration {migration.path.name} failed: {exc}") from exc
     finally:
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         conn.isolation_level = saved
     return applied

@@ -30,6 +30,6 @@ def open_database(path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
         conn.execute("PRAGMA synchronous = NORMAL")
         if migrate:
             apply_migrations(conn, migrations_dir())
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"{path}: cannot open the database ({exc})") from exc
     return db

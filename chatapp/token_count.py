@@ -1,19 +1,68 @@
-"""Count usage for engines that stream without it (llama-cpp-python's), with their tokenizer."""
+"""Count tokens for engines that do not report usage (llama-cpp-python's server on streams).
+
+The count uses the model's own tokenizer, loaded vocabulary-only from its GGUF file inside the
+gateway (a few MB, ~0.1 s), so counting never queues behind the engine's single generation
+slot; callers run it in a worker thread, off the event loop. Upstreams with no tokenizer at
+hand fall back to a 4-characters-a-token estimate.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-import httpx
-
-__all__ = ["count_usage", "message_text"]
+__all__ = ["CharEstimate", "GgufTokenizer", "TokenCounter", "count_usage", "message_text"]
 
 # Per-message template tokens (role markers, separators) and the assistant primer, as in
-# OpenAI's own counting guide; the engine's tokenizer counts the text itself.
+# OpenAI's own counting guide; the tokenizer counts the text itself.
 _PER_MESSAGE = 4
 _PRIMER = 3
+
+
+class TokenCounter(Protocol):
+    def count(self, text: str) -> int: ...
+
+
+class CharEstimate:
+    """About four characters a token: better than reporting zero usage."""
+
+    def count(self, text: str) -> int:
+        return (len(text) + 3) // 4
+
+
+class GgufTokenizer:
+    """The tokenizer inside a GGUF file, loaded on first use, vocabulary only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._model: Any = None
+        self._fallback = CharEstimate()
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        try:
+            import llama_cpp
+            from llama_cpp._internals import LlamaModel
+        except ImportError:
+            return None
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        try:
+            return LlamaModel(path_model=str(self.path), params=params, verbose=False)
+        except (OSError, ValueError):
+            return None
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        with self._lock:
+            if self._model is None:
+                self._model = self._load() or False
+            if not self._model:
+                return self._fallback.count(text)
+            return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -26,34 +75,11 @@ def message_text(message: Mapping[str, Any]) -> str:
     return ""
 
 
-async def _count(client: httpx.AsyncClient, root: str, headers: dict[str, str], text: str) -> int:
-    if not text:
-        return 0
-    try:
-        response = await client.post(
-            f"{root}/extras/tokenize/count", json={"input": text}, headers=headers, timeout=10.0
-        )
-        response.raise_for_status()
-        return int(response.json()["count"])
-    except (httpx.HTTPError, KeyError, ValueError, TypeError):
-        # The engine is gone or has no tokenizer route: a rough 4-characters-a-token estimate
-        # still beats reporting zero usage.
-        return max(1, len(text) // 4)
-
-
-async def count_usage(
-    client: httpx.AsyncClient,
-    base_url: str,
-    headers: dict[str, str],
-    messages: Sequence[Mapping[str, Any]],
-    completion: str,
+def count_usage(
+    counter: TokenCounter, messages: Sequence[Mapping[str, Any]], completion: str
 ) -> dict[str, int]:
-    """An OpenAI `usage` object for a finished stream, counted by the engine's own tokenizer."""
-    root = base_url.removesuffix("/v1")
-    prompt_text = "\n".join(message_text(m) for m in messages)
-    prompt, output = await asyncio.gather(
-        _count(client, root, headers, prompt_text),
-        _count(client, root, headers, completion),
-    )
+    """An OpenAI `usage` object for an answer; blocking, so run it in a worker thread."""
+    prompt = sum(counter.count(message_text(m)) for m in messages)
     prompt += _PER_MESSAGE * len(messages) + _PRIMER
+    output = counter.count(completion)
     return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}

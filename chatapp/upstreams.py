@@ -13,6 +13,7 @@ from chatapp.engines.launch import EngineLaunch, build_launch
 from chatapp.engines.supervisor import EngineSupervisor
 from chatapp.errors import EngineUnavailable
 from chatapp.plain_messages import plain_messages
+from chatapp.token_count import CharEstimate, GgufTokenizer, TokenCounter
 
 __all__ = ["ModelPool", "Upstream", "build_pools"]
 
@@ -28,6 +29,7 @@ class Upstream:
     supervisor: EngineSupervisor | None = None
     reports_stream_usage: bool = True
     plain_messages: bool = False
+    counter: TokenCounter = field(default_factory=CharEstimate)
     outstanding: int = field(default=0)
 
     @property
@@ -91,6 +93,7 @@ def build_pools(config: Config, log_dir: Path) -> dict[str, ModelPool]:
                     supervisor=supervisor,
                     reports_stream_usage=probe.reports_stream_usage,
                     plain_messages=probe.plain_messages,
+                    counter=GgufTokenizer(probe.tokenizer) if probe.tokenizer else CharEstimate(),
                 )
             )
         for node in model.nodes:

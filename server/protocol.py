@@ -44,14 +44,13 @@ def _fail(param: str, problem: str) -> InvalidRequest:
 
 def _number(low: float, high: float) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(name, "expected a number.")
+        # Ints compare exactly however large; isfinite would overflow on a 400-digit one.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _fail(name, "expected a finite number.")
         if not low <= value <= high:
-            raise _fail(name, f"must be between {low:g} and {high:g} (got {value}).")
+            raise _fail(name, f"must be between {low:g} and {high:g}.")
 
     return check
 
@@ -95,6 +94,49 @@ def _logit_bias(name: str, value: Any) -> None:
         _number(-100, 100)(f"{name}.{token}", bias)
 
 
+def _function(name: str, value: Any, *, arguments: bool) -> None:
+    """A tool definition's or a tool call's `function` object."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"]:
+        raise _fail(f"{name}.name", "a function needs a non-empty string name.")
+    if arguments and not isinstance(value.get("arguments"), str):
+        raise _fail(f"{name}.arguments", "expected the arguments as a JSON string.")
+    if not arguments and not isinstance(value.get("parameters", {}), dict):
+        raise _fail(f"{name}.parameters", "expected a JSON Schema object.")
+
+
+def _tools(name: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise _fail(name, "expected a list of tools.")
+    for i, tool in enumerate(value):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise _fail(f"{name}[{i}].type", 'each tool must be {"type": "function", ...}.')
+        _function(f"{name}[{i}].function", tool.get("function"), arguments=False)
+
+
+def _tool_calls(name: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise _fail(name, "expected a list of tool calls.")
+    for i, call in enumerate(value):
+        if not isinstance(call, dict) or not isinstance(call.get("id"), str):
+            raise _fail(f"{name}[{i}].id", "each tool call needs a string id.")
+        _function(f"{name}[{i}].function", call.get("function"), arguments=True)
+
+
+def _tool_choice(name: str, value: Any) -> None:
+    if value in ("none", "auto", "required"):
+        return
+    if isinstance(value, dict) and value.get("type") == "function":
+        _function(f"{name}.function", value.get("function"), arguments=False)
+        return
+    raise _fail(name, 'expected "none", "auto", "required" or {"type": "function", ...}.')
+
+
+def _response_format(name: str, value: Any) -> None:
+    kinds = ("text", "json_object", "json_schema")
+    if not isinstance(value, dict) or value.get("type") not in kinds:
+        raise _fail(f"{name}.type", f"expected one of {', '.join(kinds)}.")
+
+
 def _n(name: str, value: Any) -> None:
     if value != 1 or isinstance(value, bool):
         raise _fail(name, "only n=1 is supported.")
@@ -126,9 +168,9 @@ _FIELDS: dict[str, Callable[[str, Any], None]] = {
     "logprobs": _of_type(bool, "a boolean"),
     "top_logprobs": _integer(0, 20),
     "logit_bias": _logit_bias,
-    "response_format": _of_type(dict, "an object"),
-    "tools": _of_type(list, "a list of tools"),
-    "tool_choice": _of_type((str, dict), "a string or an object"),
+    "response_format": _response_format,
+    "tools": _tools,
+    "tool_choice": _tool_choice,
     "parallel_tool_calls": _of_type(bool, "a boolean"),
 }
 
@@ -145,8 +187,8 @@ def _messages(value: Any) -> None:
             raise _fail(f"{where}.role", f"expected one of {', '.join(ROLES)} (got {role!r}).")
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
             raise _fail(f"{where}.tool_call_id", "a tool message must name the call it answers.")
-        if "tool_calls" in message and not isinstance(message["tool_calls"], list):
-            raise _fail(f"{where}.tool_calls", "expected a list of tool calls.")
+        if "tool_calls" in message:
+            _tool_calls(f"{where}.tool_calls", message["tool_calls"])
         content = message.get("content")
         if content is None and role == "assistant" and message.get("tool_calls"):
             continue

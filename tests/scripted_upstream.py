@@ -5,6 +5,8 @@ It speaks OpenAI's chat completions SSE. The last user message picks the script:
   "script:error"    sends two tokens, then breaks the connection mid-answer
   "script:endless"  streams until the client goes away, and records that it noticed
   "script:reject"   answers 500 with a traceback, as llama-cpp-python's server does
+  "script:garbage"  streams a chunk whose choices are not a list
+  "script:cut"      ends with [DONE] but no finish_reason (an interrupted llama.cpp answer)
 anything else      streams "ok" tokens and a usage chunk.
 """
 
@@ -76,6 +78,12 @@ def build_app(recorder: Recorder) -> Starlette:
                 status_code=500,
             )
         if not body.get("stream"):
+            if script == "script:slow":
+                for _ in range(int(SLOW_SECONDS * 50)):
+                    if await request.is_disconnected():
+                        recorder.note_disconnect()
+                        return Response(status_code=499)
+                    await asyncio.sleep(0.02)
             return JSONResponse(
                 {
                     "id": "chatcmpl-scripted",
@@ -107,6 +115,13 @@ def build_app(recorder: Recorder) -> Starlette:
                 except asyncio.CancelledError:
                     recorder.note_disconnect()
                     raise
+            if script == "script:garbage":
+                yield b'data: {"id": "x", "choices": "not-a-list"}\n\n'
+                return
+            if script == "script:cut":
+                yield _chunk("ok")
+                yield b"data: [DONE]\n\n"
+                return
             for word in ("ok", " ok", " ok"):
                 yield _chunk(word)
                 if script == "script:error" and word == " ok":

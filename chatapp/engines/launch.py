@@ -25,6 +25,7 @@ class EngineLaunch:
     health_path: str
     reports_stream_usage: bool
     plain_messages: bool = False
+    tokenizer: Path | None = None  # a GGUF to count tokens with when the engine reports none
 
 
 def build_launch(model: ModelConfig, *, host: str, port: int, config_path: Path) -> EngineLaunch:
@@ -61,7 +62,13 @@ def _llama_cpp(model: ModelConfig, host: str, port: int, config_path: Path) -> E
             f"models.{model.name}.engine",
             "llama.cpp's server is not installed: pip install 'chatapp[cpu]'",
         )
-    args: dict[str, EngineArg] = {"n_ctx": model.context_window, "verbose": False}
+    # interrupt_requests off: by default a new request (any, even a tokenize call) cuts
+    # the answer being generated short, and the client gets an empty, "successful" stream.
+    args: dict[str, EngineArg] = {
+        "n_ctx": model.context_window,
+        "verbose": False,
+        "interrupt_requests": False,
+    }
     args.update(model.args)
     argv = [
         sys.executable,
@@ -81,7 +88,11 @@ def _llama_cpp(model: ModelConfig, host: str, port: int, config_path: Path) -> E
     # llama-cpp-python's server has no /health, sends no usage on streams, and takes only
     # plain-text messages.
     return EngineLaunch(
-        tuple(argv), health_path="/v1/models", reports_stream_usage=False, plain_messages=True
+        tuple(argv),
+        health_path="/v1/models",
+        reports_stream_usage=False,
+        plain_messages=True,
+        tokenizer=gguf,
     )
 
 

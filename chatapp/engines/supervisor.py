@@ -19,6 +19,7 @@ import httpx
 import psutil
 
 from chatapp.engines.launch import EngineLaunch
+from chatapp.errors import ChatAppError
 
 __all__ = ["EngineState", "EngineSupervisor", "free_port"]
 
@@ -48,6 +49,17 @@ def _last_line(path: Path, tail: int = 2048) -> str:
     except OSError:
         return ""
     return f"— {lines[-1][:160]}" if lines else ""
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process is left in the engine's process group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _die_with_parent() -> None:
@@ -114,13 +126,14 @@ class EngineSupervisor:
             try:
                 await self._spawn()
                 await self._wait_healthy(started)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ChatAppError) as exc:
                 log.error("engine %s: failed to start: %s (log: %s)", self.name, exc, self.log_path)
                 await self._terminate()
             else:
                 assert self._process is not None
                 code = await self._process.wait()
                 self._set_state(EngineState.RESTARTING)
+                await self._terminate()  # what the engine started may outlive it
                 if self._stopping:
                     break
                 log.warning(
@@ -200,28 +213,43 @@ class EngineSupervisor:
         await self._terminate(timeout)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("engine %s: supervision failed", self.name)
         self._set_state(EngineState.STOPPED)
         log.info("engine %s: stopped", self.name)
 
     async def _terminate(self, timeout: float = 10.0) -> None:
-        """SIGTERM the engine's process group (and any stray descendants), SIGKILL what stays."""
+        """SIGTERM the engine's process group (and any stray descendants), SIGKILL what stays.
+
+        Runs even when the engine itself has exited: its children (vLLM's engine cores, which
+        hold GPU memory) stay in its process group and must go too.
+        """
         process = self._process
-        if process is None or process.returncode is not None:
+        if process is None:
             return
         try:
             tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
         except psutil.NoSuchProcess:
             tree = []
+        if not tree and not _group_alive(process.pid):
+            await process.wait()
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGTERM)
         for proc in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
+        deadline = time.monotonic() + timeout
+        while (process.returncode is None or _group_alive(process.pid)) and (
+            time.monotonic() < deadline
+        ):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.1)
+        if process.returncode is None:
             log.warning("engine %s: did not stop in %.0fs, killing it", self.name, timeout)
         loop = asyncio.get_running_loop()
         _, alive = await loop.run_in_executor(None, lambda: psutil.wait_procs(tree, timeout=1))

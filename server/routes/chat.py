@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from chatapp.completions import ChatStream
-from chatapp.errors import RequestError
+from chatapp.errors import RequestError, UpstreamError
 from server.auth import authenticate
 from server.body import read_json
 from server.protocol import parse_chat_request
@@ -17,6 +21,9 @@ from server.sse import DONE, EventStreamResponse, data_frame, error_frame
 from server.state import state_of
 
 __all__ = ["chat_completions"]
+
+log = logging.getLogger("chatapp.server")
+T = TypeVar("T")
 
 
 async def chat_completions(request: Request) -> Response | ASGIApp:
@@ -29,7 +36,7 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     ticket = meter.admit(principal, pool.model, chat.body)
     try:
         if not chat.stream:
-            completion = await state.completions.create(pool, chat.body)
+            completion = await _while_connected(request, state.completions.create(pool, chat.body))
         else:
             stream = await state.completions.open_stream(
                 pool, chat.body, include_usage=chat.include_usage
@@ -38,6 +45,9 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
         meter.finish(ticket, status="error", usage=None, upstream=None)
         exc.headers.update(meter.headers(ticket))
         raise
+    except _ClientGone:
+        meter.finish(ticket, status="cancelled", usage=None, upstream=None)
+        return Response(status_code=499)  # nobody reads it; the log shows why it ended
     except BaseException:
         meter.finish(ticket, status="cancelled", usage=None, upstream=None)
         raise
@@ -67,6 +77,32 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     )
 
 
+class _ClientGone(Exception):
+    """The client disconnected before a non-streamed answer was ready."""
+
+
+async def _while_connected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Await `work`, cancelling it (and so the engine request) if the client disconnects."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work_task = asyncio.ensure_future(work)
+    watch_task = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch_task.cancel()
+        if not work_task.done():
+            work_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work_task
+    if work_task.cancelled():
+        raise _ClientGone
+    return work_task.result()
+
+
 async def _frames(stream: ChatStream) -> AsyncIterator[bytes]:
     """SSE frames for each upstream chunk; a failure mid-stream becomes an error frame."""
     try:
@@ -74,4 +110,9 @@ async def _frames(stream: ChatStream) -> AsyncIterator[bytes]:
             yield data_frame(data)
     except RequestError as exc:
         yield error_frame(exc)
+    except Exception:
+        # A bug or an engine answer we did not foresee: the client still gets a proper end.
+        log.exception("stream failed")
+        stream.outcome = "error"
+        yield error_frame(UpstreamError("The answer failed; the server log has the details."))
     yield DONE

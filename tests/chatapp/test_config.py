@@ -78,6 +78,26 @@ weight = 2
         ),
         ("[[models.m.nodes]]\nurl = 'ftp://x'", "models.m.nodes[0].url", "http"),
         ("models = 3", "models", "table"),
+        (
+            "[server]\nkeepalive_seconds = nan\n[models.m]\nengine='vllm'\nmodel='x'",
+            "server.keepalive_seconds",
+            "finite",
+        ),
+        (
+            "[models.m]\nengine='vllm'\nmodel='x'\n[tiers.free]\nrequests_per_minute = 0",
+            "tiers.free.requests_per_minute",
+            "at least",
+        ),
+        (
+            "[models.m]\nengine='vllm'\nmodel='x'\n[tiers.free]\nrpm = 5",
+            "tiers.free.rpm",
+            "unknown key",
+        ),
+        (
+            "[models.m]\nengine='vllm'\nmodel='x'\n[tiers.gold]\nrequests_per_minute = 5",
+            "server.default_tier",
+            "names no tier",
+        ),
         ("", "models", "at least one model"),
     ],
 )

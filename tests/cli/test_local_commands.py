@@ -81,3 +81,36 @@ def test_serve_on_a_busy_port_says_so(home: Path) -> None:
         result = runner.invoke(app, ["serve", "--port", str(port)])
     assert result.exit_code == 1
     assert "already in use" in result.output
+
+
+def test_empty_admin_key_env_does_not_mint_a_key_each_time(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATAPP_ADMIN_KEY", "")
+    runner.invoke(app, ["init"])
+    key = runner.invoke(app, ["key"]).output
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert runner.invoke(app, ["key"]).output == key
+
+
+def test_revoked_admin_key_env_is_a_clear_error(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATAPP_ADMIN_KEY", "ca-automation-key-000000000000")
+    runner.invoke(app, ["init"])
+    accounts = Accounts(open_database(home / "chatapp.db"))
+    accounts.revoke_key(accounts.authenticate("ca-automation-key-000000000000").key_id)
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 1
+    assert "CHATAPP_ADMIN_KEY" in result.output and "Traceback" not in result.output
+
+
+def test_data_dir_that_is_a_file_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("CHATAPP_HOME", str(blocker))
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 1
+    assert "cannot create the data dir" in result.output

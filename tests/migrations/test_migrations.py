@@ -90,3 +90,34 @@ def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
     (tmp_path / "init.sql").write_text("SELECT 1;")
     with pytest.raises(StorageError, match="0001_what.sql"):
         discover_migrations(tmp_path)
+
+
+def test_table_rebuild_keeps_child_rows_and_broken_keys_roll_back(tmp_path: Path) -> None:
+    """The usual rebuild (new table, copy, drop, rename) must not cascade-delete children."""
+    path = tmp_path / "chatapp.db"
+    db = open_database(path)
+    org = db.conn.execute("INSERT INTO orgs (name) VALUES ('o')").lastrowid
+    user = db.conn.execute("INSERT INTO users (org_id, name) VALUES (?, 'u')", (org,)).lastrowid
+    db.conn.execute(
+        "INSERT INTO api_keys (user_id, prefix, secret_hash) VALUES (?, 'p', 'h')", (user,)
+    )
+    db.conn.commit()
+    scripts = tmp_path / "migrations"
+    scripts.mkdir()
+    for source in migrations_dir().glob("*.sql"):
+        (scripts / source.name).write_text(source.read_text())
+    (scripts / "0098_rebuild_users.sql").write_text(
+        "CREATE TABLE users_new (id INTEGER PRIMARY KEY, org_id INTEGER NOT NULL"
+        " REFERENCES orgs(id), name TEXT NOT NULL UNIQUE, email TEXT, is_admin INTEGER NOT NULL"
+        " DEFAULT 0, tier TEXT, status TEXT NOT NULL DEFAULT 'active', created_at TEXT);\n"
+        "INSERT INTO users_new SELECT * FROM users;\n"
+        "DROP TABLE users;\n"
+        "ALTER TABLE users_new RENAME TO users;\n"
+    )
+    assert apply_migrations(db.conn, scripts) == [98]
+    assert db.conn.execute("SELECT count(*) FROM api_keys").fetchone()[0] == 1
+    assert db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    (scripts / "0099_orphan.sql").write_text("DELETE FROM users;\n")
+    with pytest.raises(StorageError, match="foreign keys broken"):
+        apply_migrations(db.conn, scripts)
+    assert db.conn.execute("SELECT count(*) FROM users").fetchone()[0] == 1

@@ -132,6 +132,15 @@ def test_unknown_model_is_404_naming_the_available_ones(client: openai.OpenAI) -
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         ({"extra_body": {"frobnicate": True}}, "frobnicate"),
+        ({"temperature": 10**400}, "temperature"),
+        ({"tools": [1]}, "tools[0].type"),
+        ({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools[0].function.name"),
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"response_format": {"type": "bogus"}}, "response_format.type"),
+        (
+            {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}]},
+            "messages[0].tool_calls[0].function.name",
+        ),
         # Requests llama-cpp-python's server would answer with a 500 and a traceback:
         (
             {

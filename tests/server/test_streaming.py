@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import AbstractContextManager
+from typing import Any
 
 import httpx
 import openai
@@ -14,12 +16,12 @@ from tests.conftest import LiveServer
 from tests.scripted_upstream import SLOW_SECONDS, ScriptedUpstream
 
 
-def _post(server: LiveServer, body: dict, **kwargs: object) -> httpx.Response:
+def _post(server: LiveServer, body: dict | None, **kwargs: Any) -> httpx.Response:
+    kwargs.setdefault("timeout", 30)
     return httpx.post(
         f"{server.base_url}/chat/completions",
         json=body,
         headers={"Authorization": f"Bearer {server.key}"},
-        timeout=30,
         **kwargs,
     )
 
@@ -196,3 +198,53 @@ def test_unknown_route_is_404_in_openai_shape(server: LiveServer) -> None:
     response = httpx.get(f"{server.base_url}/nothing-here", timeout=10)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("script", ["script:garbage", "script:cut"])
+def test_a_broken_or_cut_answer_ends_with_an_error_frame_and_done(
+    server: LiveServer, script: str
+) -> None:
+    _, lines = _stream_lines(server, _ask(script))
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2][6:])["error"]["type"] == "server_error"
+
+
+def test_client_leaving_a_non_streamed_request_aborts_the_upstream(
+    server: LiveServer, scripted: ScriptedUpstream
+) -> None:
+    before = len(scripted.recorder.disconnects)
+    with pytest.raises(httpx.ReadTimeout):
+        _post(server, _ask("script:slow", stream=False), timeout=0.3)
+    deadline = time.monotonic() + 5
+    while len(scripted.recorder.disconnects) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(scripted.recorder.disconnects) > before
+
+
+def test_concurrent_streams_on_the_real_engine_all_finish(server: LiveServer) -> None:
+    """llama.cpp's server cuts a running answer short when another request arrives, unless
+    told not to: every concurrent answer must come back whole, with a finish_reason."""
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
+    results: list[tuple[str, str | None]] = []
+
+    def ask() -> None:
+        text, reason = "", None
+        for chunk in client.chat.completions.create(
+            model="smollm2",
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Name three colours."}],
+        ):
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                reason = chunk.choices[0].finish_reason or reason
+        results.append((text, reason))
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 3
+    assert all(text and reason in ("stop", "length") for text, reason in results)
