@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlite_utils
 
@@ -70,8 +71,7 @@ _LOOKUP = """
 SELECT k.id, k.prefix, k.scopes, k.expires_at, k.revoked_at, u.id, u.name, u.status, u.org_id,
        o.tier, u.tier
 FROM api_keys k JOIN users u ON u.id = k.user_id JOIN orgs o ON o.id = u.org_id
-WHERE k.secret_hash = ?
-"""
+WHERE """
 
 
 class Accounts:
@@ -87,38 +87,24 @@ class Accounts:
 
     def authenticate(self, secret: str) -> Principal:
         """The principal for a presented key, or AuthenticationError; revocation applies at once."""
-        row = self.db.execute(_LOOKUP, (hash_secret(secret),)).fetchone()
+        row = self.db.execute(_LOOKUP + "k.secret_hash = ?", (hash_secret(secret),)).fetchone()
         if row is None:
             raise AuthenticationError("Incorrect API key provided.")
-        (
-            key_id,
-            prefix,
-            scopes,
-            expires_at,
-            revoked_at,
-            user_id,
-            user_name,
-            status,
-            org_id,
-            org_tier,
-            user_tier,
-        ) = row
+        principal, expires_at, revoked_at, status = _principal(row)
+        prefix = principal.key_prefix
         if revoked_at is not None:
             raise AuthenticationError(f"The API key {prefix}… has been revoked.")
         if expires_at is not None and expires_at <= _now():
             raise AuthenticationError(f"The API key {prefix}… expired at {expires_at}.")
         if status != "active":
             raise AuthenticationError(f"The user of API key {prefix}… is {status}.")
-        return Principal(
-            key_id=key_id,
-            key_prefix=prefix,
-            user_id=user_id,
-            user_name=user_name,
-            org_id=org_id,
-            scopes=frozenset(scopes.split(",")),
-            org_tier=org_tier,
-            user_tier=user_tier,
-        )
+        return principal
+
+    def find_key(self, ref: str) -> Principal | None:
+        """The principal of a key named by id or display prefix (for admins; no secret needed)."""
+        where = "k.id = ?" if ref.isdigit() else "k.prefix = ?"
+        rows = self.db.execute(_LOOKUP + where, (int(ref) if ref.isdigit() else ref,)).fetchall()
+        return _principal(rows[0])[0] if len(rows) == 1 else None
 
     def ensure_org(self, name: str, *, tier: str | None = None) -> int:
         row = self.db.execute("SELECT id FROM orgs WHERE name = ?", (name,)).fetchone()
@@ -181,3 +167,31 @@ class Accounts:
             " AND (',' || scopes || ',') LIKE '%,admin,%'"
         ).fetchone()
         return int(row[0])
+
+
+def _principal(row: tuple[Any, ...]) -> tuple[Principal, str | None, str | None, str]:
+    """A lookup row as (principal, expires_at, revoked_at, user status)."""
+    (
+        key_id,
+        prefix,
+        scopes,
+        expires_at,
+        revoked_at,
+        user_id,
+        user_name,
+        status,
+        org_id,
+        org_tier,
+        user_tier,
+    ) = row
+    principal = Principal(
+        key_id=key_id,
+        key_prefix=prefix,
+        user_id=user_id,
+        user_name=user_name,
+        org_id=org_id,
+        scopes=frozenset(scopes.split(",")),
+        org_tier=org_tier,
+        user_tier=user_tier,
+    )
+    return principal, expires_at, revoked_at, status

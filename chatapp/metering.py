@@ -115,6 +115,87 @@ class Meter:
         self.limiter.replay(events)
         return len(events)
 
+    def explain(
+        self, principal: Principal, model: ModelConfig, tokens: int | None = None
+    ) -> dict[str, Any]:
+        """Whether a request of `tokens` would be admitted now, and if not, what refuses it.
+
+        Reads the buckets without taking from them. Lists every bucket of every level with
+        its limit, what is available and the seconds until it is full again.
+        """
+        subjects = self.quotas.subjects(principal, model.name)
+        tokens = tokens if tokens is not None else model.output_reserve
+        buckets = []
+        refusals = []
+        for state in self.limiter.state(model.name, subjects):
+            cost = tokens if state.kind.startswith("tokens") else 1
+            fits = cost <= state.available
+            wait = (
+                0.0
+                if fits
+                else (cost - state.available)
+                * state.refill_seconds
+                / max(1e-9, state.limit - state.available)
+            )
+            row = {
+                "level": state.level,
+                "subject_id": state.subject_id,
+                "kind": state.kind,
+                "limit": state.limit,
+                "available": round(state.available, 3),
+                "refill_seconds": round(state.refill_seconds, 3),
+                "fits": fits,
+                "never_fits": cost > state.limit,
+                "wait_seconds": round(wait, 3),
+            }
+            buckets.append(row)
+            if not fits:
+                refusals.append(row)
+        for subject in subjects:
+            limit = subject.limits.concurrent_streams
+            if limit is None:
+                continue
+            in_use = self.limiter.streams_in_use(model.name, subject)
+            row = {
+                "level": subject.level,
+                "subject_id": subject.id,
+                "kind": "concurrent_streams",
+                "limit": limit,
+                "available": limit - in_use,
+                "refill_seconds": 0.0,
+                "fits": in_use < limit,
+                "never_fits": False,
+                "wait_seconds": 0.0,
+            }
+            buckets.append(row)
+            if in_use >= limit:
+                refusals.append(row)
+        refused_by = max(refusals, key=lambda r: (r["never_fits"], r["wait_seconds"]), default=None)
+        return {
+            "model": model.name,
+            "tokens": tokens,
+            "allowed": refused_by is None,
+            "refused_by": refused_by,
+            "tiers": {"org": principal.org_tier, "user": principal.user_tier or principal.org_tier},
+            "limits": {s.level: s.limits.as_dict() for s in subjects},
+            "buckets": buckets,
+        }
+
+    def remaining(self, principal: Principal, model: ModelConfig) -> dict[str, Any]:
+        """For each limit kind, the strictest level's limit and what is left of it now."""
+        subjects = self.quotas.subjects(principal, model.name)
+        left: dict[str, Any] = {}
+        for state in self.limiter.state(model.name, subjects):
+            best = left.get(state.kind)
+            if best is None or state.available < best["remaining"]:
+                left[state.kind] = {
+                    "limit": state.limit,
+                    "remaining": state.remaining,
+                    "level": state.level,
+                    "resets_in": format_reset(state.refill_seconds),
+                }
+        return left
+
     def headers(self, ticket: Ticket) -> dict[str, str]:
         return ratelimit_headers(self.limiter.state(ticket.model.name, ticket.subjects))
 

@@ -28,9 +28,11 @@ from chatapp.quotas import Quotas
 from chatapp.store import open_database
 from chatapp.upstreams import build_pools
 from server.errors import exception_handlers
+from server.routes import admin
 from server.routes.chat import chat_completions
 from server.routes.health import healthz, readyz
 from server.routes.models import list_models
+from server.routes.usage import own_usage
 from server.state import GatewayState
 
 __all__ = ["create_app"]
@@ -40,6 +42,13 @@ log = logging.getLogger("chatapp.server")
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/usage", own_usage, methods=["GET"]),
+    Route("/admin/tiers", admin.list_tiers, methods=["GET"]),
+    Route("/admin/limits/{level}/{subject_id:int}", admin.get_limits, methods=["GET"]),
+    Route("/admin/limits/{level}/{subject_id:int}", admin.set_limits, methods=["PUT", "DELETE"]),
+    Route("/admin/{table:str}/{subject_id:int}/tier", admin.set_tier, methods=["PUT"]),
+    Route("/admin/quota/explain", admin.explain_quota, methods=["GET"]),
+    Route("/admin/usage", admin.usage_report, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
 ]

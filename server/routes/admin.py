@@ -1,0 +1,187 @@
+"""/admin/*: tiers, limit overrides, quota explanations and usage reports (admin scope only).
+
+Changes go through the running server, so they apply to the very next request.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chatapp.errors import InvalidRequest, NotFound
+from chatapp.ledger import REPORT_DIMENSIONS
+from chatapp.limits import LIMIT_KINDS
+from chatapp.quotas import LEVELS, Override
+from server.auth import authenticate
+from server.body import read_json
+from server.state import GatewayState, state_of
+
+__all__ = ["explain_quota", "get_limits", "list_tiers", "set_limits", "set_tier", "usage_report"]
+
+
+def _admin(request: Request) -> GatewayState:
+    authenticate(request, "admin")
+    return state_of(request)
+
+
+async def list_tiers(request: Request) -> JSONResponse:
+    state = _admin(request)
+    tiers = {
+        name: {"limits": tier.limits.as_dict(), "models": dict(tier.models)}
+        for name, tier in state.config.tiers.items()
+    }
+    return JSONResponse({"default_tier": state.config.server.default_tier, "tiers": tiers})
+
+
+def _subject(request: Request) -> tuple[str, int]:
+    level = request.path_params["level"]
+    if level not in LEVELS:
+        raise NotFound(f"No such level '{level}' (use one of {', '.join(LEVELS)}).")
+    return level, int(request.path_params["subject_id"])
+
+
+async def get_limits(request: Request) -> JSONResponse:
+    state = _admin(request)
+    level, subject_id = _subject(request)
+    overrides = state.meter.quotas.overrides_of(level, subject_id)
+    return JSONResponse(
+        {
+            "level": level,
+            "id": subject_id,
+            "overrides": {model or "*": values for model, values in overrides.items()},
+        }
+    )
+
+
+async def set_limits(request: Request) -> JSONResponse:
+    """PUT {"model"?: name, "limits": {kind: value or null}}; null means no limit of that kind.
+
+    DELETE with ?kind=...&model=... removes an override so the tier's value applies again.
+    """
+    state = _admin(request)
+    level, subject_id = _subject(request)
+    quotas = state.meter.quotas
+    if request.method == "DELETE":
+        kind = request.query_params.get("kind", "")
+        if kind not in LIMIT_KINDS:
+            raise InvalidRequest(f"kind must be one of {', '.join(LIMIT_KINDS)}", param="kind")
+        quotas.clear_override(level, subject_id, request.query_params.get("model", ""), kind)
+        return await get_limits(request)
+    body = await read_json(request, state.config.server.max_body_bytes)
+    model = body.get("model") or ""
+    limits = body.get("limits")
+    if not isinstance(model, str):
+        raise InvalidRequest("model must be a model name", param="model")
+    if not isinstance(limits, dict) or not limits:
+        raise InvalidRequest('send {"limits": {"requests_per_minute": 60, ...}}', param="limits")
+    for kind, value in limits.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise InvalidRequest(
+                f"limits.{kind} must be a whole number or null", param=f"limits.{kind}"
+            )
+        quotas.set_override(Override(level, subject_id, model, kind, value))
+    return await get_limits(request)
+
+
+async def set_tier(request: Request) -> JSONResponse:
+    """PUT /admin/{orgs|users}/{id}/tier {"tier": name} (null for a user: use the org's)."""
+    state = _admin(request)
+    table = request.path_params["table"]
+    if table not in ("orgs", "users"):
+        raise NotFound(f"No tier to set on '{table}' (use orgs or users).")
+    subject_id = int(request.path_params["subject_id"])
+    body = await read_json(request, state.config.server.max_body_bytes)
+    tier = body.get("tier")
+    if tier is None and table == "orgs":
+        raise InvalidRequest("an org needs a tier", param="tier")
+    if tier is not None and tier not in state.config.tiers:
+        known = ", ".join(sorted(state.config.tiers))
+        raise InvalidRequest(f"unknown tier '{tier}' (defined: {known})", param="tier")
+    db = state.accounts.db
+    with db.conn:
+        updated = db.execute(
+            f"UPDATE {table} SET tier = ? WHERE id = ?",  # table: routed literal
+            (tier, subject_id),
+        ).rowcount
+    if not updated:
+        raise NotFound(f"No {table[:-1]} with id {subject_id}.")
+    return JSONResponse({"id": subject_id, "tier": tier})
+
+
+async def explain_quota(request: Request) -> JSONResponse:
+    """GET ?key=<id or prefix>&model=<name>&tokens=<n>: would this key be admitted, and why."""
+    state = _admin(request)
+    ref = request.query_params.get("key", "")
+    principal = state.accounts.find_key(ref) if ref else None
+    if principal is None:
+        raise NotFound(
+            f"No single key matches '{ref}' (give its id or display prefix).", param="key"
+        )
+    model = state.pool(request.query_params.get("model") or next(iter(state.pools))).model
+    tokens = request.query_params.get("tokens")
+    if tokens is not None and not tokens.isdigit():
+        raise InvalidRequest("tokens must be a whole number", param="tokens")
+    explained = state.meter.explain(principal, model, int(tokens) if tokens else None)
+    return JSONResponse(
+        {
+            "key": {
+                "id": principal.key_id,
+                "prefix": principal.key_prefix,
+                "user_id": principal.user_id,
+                "org_id": principal.org_id,
+            },
+            **explained,
+        }
+    )
+
+
+def _time(value: str | None, default: float, param: str) -> float:
+    if not value:
+        return default
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{param} must be an ISO date or time, e.g. 2026-11-01", param=param
+        ) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+async def usage_report(request: Request) -> Response:
+    """GET ?by=user|org|model|key|day&since=&until=&format=json|csv (default: last 30 days)."""
+    state = _admin(request)
+    by = request.query_params.get("by", "user")
+    if by not in REPORT_DIMENSIONS:
+        raise InvalidRequest(f"by must be one of {', '.join(REPORT_DIMENSIONS)}", param="by")
+    now = time.time()
+    since = _time(request.query_params.get("since"), now - 30 * 86400, "since")
+    until = _time(request.query_params.get("until"), now + 1, "until")
+    await anyio.to_thread.run_sync(state.ledger.flush)
+    rows = await anyio.to_thread.run_sync(state.ledger.report, by, since, until)
+    totals: dict[str, Any] = {
+        key: sum(row[key] for row in rows)
+        for key in (
+            "requests",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "cost",
+            "failed",
+        )
+    }
+    if request.query_params.get("format") == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [by, *totals])
+        writer.writeheader()
+        writer.writerows(rows)
+        return Response(out.getvalue(), media_type="text/csv")
+    return JSONResponse({"by": by, "since": since, "until": until, "rows": rows, "totals": totals})
