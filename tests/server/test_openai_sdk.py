@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import openai
 import pytest
 
@@ -9,8 +11,9 @@ from tests.conftest import LiveServer
 
 
 @pytest.fixture
-def client(server: LiveServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
+def client(server: LiveServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0) as client:
+        yield client
 
 
 def test_non_streamed_answer_has_text_and_usage(client: openai.OpenAI) -> None:
