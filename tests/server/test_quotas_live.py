@@ -245,3 +245,22 @@ def test_admin_routes_need_the_admin_scope(server: LiveServer) -> None:
     assert response.json()["error"]["type"] == "permission_error"
     tiers = _admin(server, "GET", "/admin/tiers").json()
     assert set(tiers["tiers"]) == {"free", "pro", "enterprise"}
+
+
+def test_reports_by_every_dimension_and_clear_errors(server: LiveServer) -> None:
+    _, secret = _new_key(server)
+    _ask(_client(server, secret))
+    for by in ("user", "org", "model", "key", "day"):
+        report = _admin(server, "GET", f"/admin/usage?by={by}&since=2000-01-01").json()
+        assert report["rows"] and by in report["rows"][0]
+        assert report["totals"]["requests"] == sum(r["requests"] for r in report["rows"])
+    models = _admin(server, "GET", "/admin/usage?by=model").json()["rows"]
+    assert "scripted" in {r["model"] for r in models}
+    for query, param in (("by=colour", "by"), ("since=yesterday", "since")):
+        response = httpx.get(
+            f"{server.url}/admin/usage?{query}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {server.key}"},
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == param
