@@ -21,7 +21,7 @@ import numpy
 
 from chatapp.usage import OUTBOX_COLUMNS
 
-__all__ = ["LEDGER_NAME", "REPORT_DIMENSIONS", "Ledger"]
+__all__ = ["LEDGER_NAME", "REPORT_DIMENSIONS", "REPORT_MEASURES", "Ledger"]
 
 LEDGER_NAME = "ledger.duckdb"
 REPORT_DIMENSIONS = {
@@ -31,6 +31,15 @@ REPORT_DIMENSIONS = {
     "key": "key_id",
     "day": "CAST(to_timestamp(ts) AS DATE)",
 }
+# The columns of a report after its dimension, in the order the SELECT below gives them.
+REPORT_MEASURES = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "failed",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
     request_id         VARCHAR PRIMARY KEY,
@@ -132,15 +141,7 @@ class Ledger:
             f" GROUP BY 1 ORDER BY cost DESC, requests DESC, 1",
             (since, until),
         )
-        names = (
-            by,
-            "requests",
-            "prompt_tokens",
-            "completion_tokens",
-            "cached_tokens",
-            "cost",
-            "failed",
-        )
+        names = (by, *REPORT_MEASURES)
         return [
             {
                 name: (str(value) if name == "day" else value)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chatapp.errors import InvalidRequest, NotFound
-from chatapp.ledger import REPORT_DIMENSIONS
+from chatapp.ledger import REPORT_DIMENSIONS, REPORT_MEASURES
 from chatapp.limits import LIMIT_KINDS
 from chatapp.quotas import LEVELS, Override
 from server.auth import authenticate
@@ -167,17 +167,7 @@ async def usage_report(request: Request) -> Response:
     until = _time(request.query_params.get("until"), now + 1, "until")
     await anyio.to_thread.run_sync(state.ledger.flush)
     rows = await anyio.to_thread.run_sync(state.ledger.report, by, since, until)
-    totals: dict[str, Any] = {
-        key: sum(row[key] for row in rows)
-        for key in (
-            "requests",
-            "prompt_tokens",
-            "completion_tokens",
-            "cached_tokens",
-            "cost",
-            "failed",
-        )
-    }
+    totals: dict[str, Any] = {key: sum(row[key] for row in rows) for key in REPORT_MEASURES}
     if request.query_params.get("format") == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [by, *totals])
