@@ -102,8 +102,9 @@ class Accounts:
 
     def find_key(self, ref: str) -> Principal | None:
         """The principal of a key named by id or display prefix (for admins; no secret needed)."""
-        where = "k.id = ?" if ref.isdigit() else "k.prefix = ?"
-        rows = self.db.execute(_LOOKUP + where, (int(ref) if ref.isdigit() else ref,)).fetchall()
+        by_id = ref.isascii() and ref.isdigit() and len(ref) < 19
+        where = "k.id = ?" if by_id else "k.prefix = ?"
+        rows = self.db.execute(_LOOKUP + where, (int(ref) if by_id else ref,)).fetchall()
         return _principal(rows[0])[0] if len(rows) == 1 else None
 
     def ensure_org(self, name: str, *, tier: str | None = None) -> int:

@@ -203,7 +203,7 @@ def _parse_model(t: _Table, name: str) -> ModelConfig:
             output_per_1m=pricing.number("output_per_1m", 0.0, low=0.0),
         ),
         nodes=nodes,
-        output_reserve=t.integer("output_reserve", min(512, context_window // 2), low=1),
+        output_reserve=t.integer("output_reserve", min(4096, context_window // 4), low=1),
     )
 
 

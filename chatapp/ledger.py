@@ -69,6 +69,7 @@ class Ledger:
         self.path = path
         self._lock = threading.Lock()
         self._duck = duckdb.connect(str(path))
+        self._duck.execute("SET TimeZone = 'UTC'")  # report days are UTC days, like the API
         self._duck.execute(_SCHEMA)
         self._outbox = sqlite3.connect(outbox_path, timeout=10.0, check_same_thread=False)
         self._outbox.execute("PRAGMA busy_timeout = 10000")

@@ -50,10 +50,13 @@ class Subject:
     limits: Limits
     rates: tuple[Rate, ...] = field(init=False, repr=False, compare=False)
     concurrent: int | None = field(init=False, repr=False, compare=False)
+    closed: str | None = field(init=False, repr=False, compare=False)  # a kind limited to 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rates", _rates(self.limits))
         object.__setattr__(self, "concurrent", self.limits.concurrent_streams)
+        zero = [kind for kind, value in self.limits.as_dict().items() if value == 0]
+        object.__setattr__(self, "closed", zero[0] if zero else None)
 
 
 _RATES: dict[Limits, tuple[Rate, ...]] = {}
@@ -67,7 +70,7 @@ def _rates(limits: Limits) -> tuple[Rate, ...]:
         rates = tuple(
             (index + 1, kind, limit, limit / period, counts_tokens)
             for index, (kind, period, counts_tokens) in enumerate(_BUCKETS)
-            if (limit := getattr(limits, kind)) is not None
+            if (limit := getattr(limits, kind)) is not None and limit > 0
         )
         if len(_RATES) < 10_000:  # distinct limit sets are few; never grow without bound
             _RATES[limits] = rates
@@ -151,13 +154,17 @@ class Limiter:
                         state[slot] = used
                     cost = tokens if counts_tokens else 1
                     over = used + cost - limit
-                    if over > 0:
+                    # The tolerance absorbs float drift: a client sending exactly at its rate
+                    # must find exactly one request's room, not one minus 1e-16.
+                    if over > limit * 1e-9:
                         if cost > limit:
                             raise self._never_fits(subject, kind, limit, cost, model)
                         if over / drain > wait:
                             wait, blocker = over / drain, f"{subject.level} {kind} ({limit})"
                 if elapsed > 0:
                     state[0] = now
+                if subject.closed is not None:
+                    raise self._never_fits(subject, subject.closed, 0, 1, model)
                 concurrent = subject.concurrent
                 if concurrent is not None and state[_STREAMS] >= concurrent:
                     wait = max(wait, 1.0)
@@ -177,11 +184,21 @@ class Limiter:
 
     @staticmethod
     def _never_fits(subject: Subject, kind: str, limit: int, cost: int, model: str) -> Exception:
+        tokens_kind = kind.startswith("tokens") and limit > 0
+        if tokens_kind:
+            message = (
+                f"This request needs about {cost} tokens but the {subject.level}'s {kind} "
+                f"limit for '{model}' is {limit}: it can never fit. Lower max_tokens or "
+                "shorten the messages."
+            )
+        else:
+            message = (
+                f"The {subject.level}'s {kind} limit for '{model}' is 0: no request can be "
+                "admitted until an admin raises it."
+            )
         return InvalidRequest(
-            f"This request needs about {cost} tokens but the {subject.level}'s {kind} limit "
-            f"for '{model}' is {limit}: it can never fit. Lower max_tokens or shorten the "
-            "messages.",
-            param="max_tokens",
+            message,
+            param="max_tokens" if tokens_kind else None,
             code="exceeds_rate_limit_capacity",
         )
 

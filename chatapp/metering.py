@@ -8,7 +8,9 @@ with the real token count and writes the usage event to the outbox.
 
 from __future__ import annotations
 
+import logging
 import math
+import sqlite3
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -27,6 +29,8 @@ from chatapp.token_count import message_text
 from chatapp.usage import UsageEvent, write_outbox
 
 __all__ = ["Meter", "Ticket", "estimate_tokens", "format_reset", "ratelimit_headers"]
+
+log = logging.getLogger("chatapp.metering")
 
 _CHARS_PER_TOKEN = 4
 _PER_MESSAGE = 4
@@ -209,11 +213,17 @@ class Meter:
         first_token_at: float | None = None,
         conversation_id: str | None = None,
     ) -> None:
-        """Settle the reservation with the real tokens and write the usage event, once."""
+        """Settle the reservation with the real tokens and write the usage event, once.
+
+        The settle comes first and cannot be skipped: a failed write must never leave a
+        reservation (and its concurrent-stream slot) held forever.
+        """
         if ticket.finished:
             return
         ticket.finished = True
-        event = self._record(
+        prompt, completion, _ = _usage_numbers(usage)
+        self.limiter.settle(ticket.reservation, prompt + completion)
+        self._record(
             ticket.request_id,
             ticket.principal,
             ticket.model,
@@ -224,7 +234,6 @@ class Meter:
             latency=(time.monotonic() - ticket.started) * 1000,
             conversation_id=conversation_id,
         )
-        self.limiter.settle(ticket.reservation, event.tokens)
 
     def _record(
         self,
@@ -239,11 +248,7 @@ class Meter:
         latency: float | None,
         conversation_id: str | None,
     ) -> UsageEvent:
-        usage = usage or {}
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        details = usage.get("prompt_tokens_details") or {}
-        cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+        prompt, completion, cached = _usage_numbers(usage)
         event = UsageEvent(
             request_id=request_id,
             ts=time.time(),
@@ -261,9 +266,31 @@ class Meter:
             status=status,
             cost=UsageEvent.price(model.pricing, prompt, completion),
         )
-        with self.db.conn:
-            write_outbox(self.db.conn, event)
+        try:
+            with self.db.conn:
+                write_outbox(self.db.conn, event)
+        except sqlite3.Error:
+            # The answer has been served; losing its usage row is bad, failing the client
+            # for it would be worse. Loud, so an operator sees it.
+            log.exception("usage event %s could not be written: %s", request_id, event)
         return event
+
+
+def _usage_numbers(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    """(prompt, completion, cached) tokens from an engine's usage; 0 for what is missing or
+    not a number, so a malformed usage object can never break accounting."""
+
+    def number(source: Any, key: str) -> int:
+        value = source.get(key) if isinstance(source, Mapping) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    usage = usage or {}
+    details = usage.get("prompt_tokens_details")
+    return (
+        number(usage, "prompt_tokens"),
+        number(usage, "completion_tokens"),
+        number(details, "cached_tokens"),
+    )
 
 
 def format_reset(seconds: float) -> str:
@@ -281,15 +308,16 @@ def format_reset(seconds: float) -> str:
 
 
 def _tightest(states: Sequence[BucketState], kinds: tuple[str, str]) -> BucketState | None:
-    for kind in kinds:
-        candidates = [s for s in states if s.kind == kind]
-        if candidates:
-            return min(candidates, key=lambda s: (s.available, s.limit))
-    return None
+    """The bucket with the least left of these kinds (so a spent daily limit is what a client
+    is told about, not a per-minute bucket with room); ties go to the per-minute one."""
+    candidates = [s for s in states if s.kind in kinds]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (s.remaining, kinds.index(s.kind), s.limit))
 
 
 def ratelimit_headers(states: Sequence[BucketState]) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers from the strictest bucket (per minute, else per day)."""
+    """OpenAI's x-ratelimit-* headers from the strictest bucket, per minute or per day."""
     headers: dict[str, str] = {}
     for name, kinds in (
         ("requests", ("requests_per_minute", "requests_per_day")),

@@ -8,7 +8,7 @@ them, so a change applies to the next request without a restart or a stale cache
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlite_utils
@@ -19,9 +19,10 @@ from chatapp.errors import InvalidRequest
 from chatapp.limiter import Subject
 from chatapp.limits import LIMIT_KINDS, Limits
 
-__all__ = ["LEVELS", "Override", "Quotas"]
+__all__ = ["LEVELS", "MAX_LIMIT", "Override", "Quotas"]
 
 LEVELS = ("key", "user", "org")
+MAX_LIMIT = 2**53  # beyond this a float bucket can no longer count single requests
 
 
 @dataclass(frozen=True)
@@ -84,30 +85,36 @@ class Quotas:
             return limits
         return limits.overlay(overrides.get("", {})).overlay(overrides.get(model, {}))
 
-    def set_override(self, override: Override) -> None:
-        """Store one override (value None: no limit of that kind) and apply it from now on."""
-        if override.level not in LEVELS:
-            raise InvalidRequest(f"level must be one of {', '.join(LEVELS)}", param="level")
-        if override.kind not in LIMIT_KINDS:
-            raise InvalidRequest(f"kind must be one of {', '.join(LIMIT_KINDS)}", param="kind")
-        if override.model and override.model not in self.config.models:
-            raise InvalidRequest(f"unknown model '{override.model}'", param="model")
+    def set_overrides(self, overrides: Sequence[Override]) -> None:
+        """Store overrides (value None: no limit of that kind), all or none, and apply them."""
+        for override in overrides:
+            if override.level not in LEVELS:
+                raise InvalidRequest(f"level must be one of {', '.join(LEVELS)}", param="level")
+            if override.kind not in LIMIT_KINDS:
+                raise InvalidRequest(
+                    f"unknown limit '{override.kind}' (one of {', '.join(LIMIT_KINDS)})",
+                    param=f"limits.{override.kind}",
+                )
+            if override.value is not None and not 0 <= override.value <= MAX_LIMIT:
+                raise InvalidRequest(
+                    f"limits.{override.kind} must be between 0 and {MAX_LIMIT}, or null",
+                    param=f"limits.{override.kind}",
+                )
+            if override.model and override.model not in self.config.models:
+                raise InvalidRequest(f"unknown model '{override.model}'", param="model")
         with self.db.conn:
-            self.db.execute(
-                "INSERT INTO limit_overrides (level, subject_id, model, kind, value)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (level, subject_id, model, kind)"
-                " DO UPDATE SET value = excluded.value,"
-                " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-                (
-                    override.level,
-                    override.subject_id,
-                    override.model,
-                    override.kind,
-                    override.value,
-                ),
-            )
-        per_model = self._overrides.setdefault((override.level, override.subject_id), {})
-        per_model.setdefault(override.model, {})[override.kind] = override.value
+            for o in overrides:
+                self.db.execute(
+                    "INSERT INTO limit_overrides (level, subject_id, model, kind, value)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (level, subject_id, model, kind)"
+                    " DO UPDATE SET value = excluded.value,"
+                    " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+                    (o.level, o.subject_id, o.model, o.kind, o.value),
+                )
+        for o in overrides:
+            self._overrides.setdefault((o.level, o.subject_id), {}).setdefault(o.model, {})[
+                o.kind
+            ] = o.value
         self._cache.clear()
 
     def clear_override(self, level: str, subject_id: int, model: str, kind: str) -> None:

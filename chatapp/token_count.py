@@ -1,9 +1,9 @@
 """Count tokens for engines that do not report usage (llama-cpp-python's server on streams).
 
-The count uses the model's own tokenizer, loaded vocabulary-only from its GGUF file inside the
-gateway (a few MB, ~0.1 s), so counting never queues behind the engine's single generation
-slot; callers run it in a worker thread, off the event loop. Upstreams with no tokenizer at
-hand fall back to a 4-characters-a-token estimate.
+The count uses the model's own tokenizer and chat template, loaded vocabulary-only from its GGUF
+file inside the gateway (a few MB, ~0.1 s), so it matches what the engine counts without queuing
+behind its single generation slot; callers run it in a worker thread, off the event loop.
+Upstreams with no tokenizer at hand fall back to a 4-characters-a-token estimate.
 """
 
 from __future__ import annotations
@@ -24,12 +24,23 @@ _PRIMER = 3
 class TokenCounter(Protocol):
     def count(self, text: str) -> int: ...
 
+    def count_prompt(self, messages: Sequence[Mapping[str, Any]]) -> int: ...
+
 
 class CharEstimate:
     """About four characters a token: better than reporting zero usage."""
 
     def count(self, text: str) -> int:
         return (len(text) + 3) // 4
+
+    def count_prompt(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        return _estimate_prompt(self, messages)
+
+
+def _estimate_prompt(counter: TokenCounter, messages: Sequence[Mapping[str, Any]]) -> int:
+    """Message texts plus OpenAI's rule of thumb for the template around them."""
+    text = sum(counter.count(message_text(m)) for m in messages)
+    return text + _PER_MESSAGE * len(messages) + _PRIMER
 
 
 class GgufTokenizer:
@@ -38,6 +49,7 @@ class GgufTokenizer:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._model: Any = None
+        self._template: Any = None
         self._fallback = CharEstimate()
         self._lock = threading.Lock()
 
@@ -50,19 +62,46 @@ class GgufTokenizer:
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
         try:
-            return LlamaModel(path_model=str(self.path), params=params, verbose=False)
+            model = LlamaModel(path_model=str(self.path), params=params, verbose=False)
         except (OSError, ValueError):
             return None
+        template = model.metadata().get("tokenizer.chat_template")
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._template = Jinja2ChatFormatter(
+                template=template,
+                bos_token=model.token_get_text(model.token_bos()),
+                eos_token=model.token_get_text(model.token_eos()),
+            )
+        return model
+
+    def _tokens(self, text: str) -> int:
+        if self._model is None:
+            self._model = self._load() or False
+        if not self._model:
+            return self._fallback.count(text)
+        data = text.encode("utf-8", "replace")
+        return len(self._model.tokenize(data, add_bos=False, special=True))
 
     def count(self, text: str) -> int:
         if not text:
             return 0
         with self._lock:
-            if self._model is None:
-                self._model = self._load() or False
-            if not self._model:
-                return self._fallback.count(text)
-            return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+            return self._tokens(text)
+
+    def count_prompt(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        """The prompt exactly as the engine builds it: the chat template applied, then counted."""
+        with self._lock:
+            self._tokens("")  # loads the model and its template on first use
+            if self._template is not None:
+                try:
+                    prompt = self._template(messages=[dict(m) for m in messages]).prompt
+                except Exception:  # noqa: BLE001 - a template error must not lose the count
+                    prompt = None
+                if prompt is not None:
+                    return self._tokens(prompt)
+        return _estimate_prompt(self, messages)
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -71,7 +110,7 @@ def message_text(message: Mapping[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
     return ""
 
 
@@ -79,7 +118,6 @@ def count_usage(
     counter: TokenCounter, messages: Sequence[Mapping[str, Any]], completion: str
 ) -> dict[str, int]:
     """An OpenAI `usage` object for an answer; blocking, so run it in a worker thread."""
-    prompt = sum(counter.count(message_text(m)) for m in messages)
-    prompt += _PER_MESSAGE * len(messages) + _PRIMER
+    prompt = counter.count_prompt(messages)
     output = counter.count(completion)
     return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}

@@ -193,12 +193,25 @@ def _messages(value: Any) -> None:
         if content is None and role == "assistant" and message.get("tool_calls"):
             continue
         if isinstance(content, str):
+            _text(f"{where}.content", content)
             continue
-        if isinstance(content, list) and all(
+        if not isinstance(content, list) or not all(
             isinstance(part, dict) and isinstance(part.get("type"), str) for part in content
         ):
-            continue
-        raise _fail(f"{where}.content", "expected a string or a list of content parts.")
+            raise _fail(f"{where}.content", "expected a string or a list of content parts.")
+        for j, part in enumerate(content):
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise _fail(f"{where}.content[{j}].text", "expected a string.")
+                _text(f"{where}.content[{j}].text", part["text"])
+
+
+def _text(name: str, text: str) -> None:
+    """JSON may carry lone surrogates (\\ud800) that are no text at all: refuse them here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(name, "contains invalid Unicode (a lone surrogate).") from None
 
 
 def parse_chat_request(data: Mapping[str, Any]) -> ChatRequest:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -44,7 +44,15 @@ def _subject(request: Request) -> tuple[str, int]:
     level = request.path_params["level"]
     if level not in LEVELS:
         raise NotFound(f"No such level '{level}' (use one of {', '.join(LEVELS)}).")
-    return level, int(request.path_params["subject_id"])
+    return level, _id(request)
+
+
+def _id(request: Request) -> int:
+    """The {subject_id} of the path, within what SQLite can store (else 404)."""
+    subject_id = int(request.path_params["subject_id"])
+    if subject_id > 2**63 - 1:
+        raise NotFound(f"No subject with id {subject_id}.")
+    return subject_id
 
 
 async def get_limits(request: Request) -> JSONResponse:
@@ -81,14 +89,14 @@ async def set_limits(request: Request) -> JSONResponse:
         raise InvalidRequest("model must be a model name", param="model")
     if not isinstance(limits, dict) or not limits:
         raise InvalidRequest('send {"limits": {"requests_per_minute": 60, ...}}', param="limits")
+    overrides = []
     for kind, value in limits.items():
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise InvalidRequest(
                 f"limits.{kind} must be a whole number or null", param=f"limits.{kind}"
             )
-        quotas.set_override(Override(level, subject_id, model, kind, value))
+        overrides.append(Override(level, subject_id, model, kind, value))
+    quotas.set_overrides(overrides)
     return await get_limits(request)
 
 
@@ -98,7 +106,7 @@ async def set_tier(request: Request) -> JSONResponse:
     table = request.path_params["table"]
     if table not in ("orgs", "users"):
         raise NotFound(f"No tier to set on '{table}' (use orgs or users).")
-    subject_id = int(request.path_params["subject_id"])
+    subject_id = _id(request)
     body = await read_json(request, state.config.server.max_body_bytes)
     tier = body.get("tier")
     if tier is None and table == "orgs":
@@ -128,7 +136,7 @@ async def explain_quota(request: Request) -> JSONResponse:
         )
     model = state.pool(request.query_params.get("model") or next(iter(state.pools))).model
     tokens = request.query_params.get("tokens")
-    if tokens is not None and not tokens.isdigit():
+    if tokens is not None and not (tokens.isascii() and tokens.isdigit() and len(tokens) < 16):
         raise InvalidRequest("tokens must be a whole number", param="tokens")
     explained = state.meter.explain(principal, model, int(tokens) if tokens else None)
     return JSONResponse(
@@ -144,7 +152,9 @@ async def explain_quota(request: Request) -> JSONResponse:
     )
 
 
-def _time(value: str | None, default: float, param: str) -> float:
+def _time(value: str | None, default: float, param: str, *, end: bool = False) -> float:
+    """An ISO date or time (UTC unless it says otherwise); a bare date as `until` means the
+    end of that day, so `since=2026-11-01&until=2026-11-30` covers all of November 30."""
     if not value:
         return default
     try:
@@ -153,6 +163,8 @@ def _time(value: str | None, default: float, param: str) -> float:
         raise InvalidRequest(
             f"{param} must be an ISO date or time, e.g. 2026-11-01", param=param
         ) from None
+    if end and len(value) == 10:  # a date alone
+        parsed += timedelta(days=1)
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
@@ -164,7 +176,7 @@ async def usage_report(request: Request) -> Response:
         raise InvalidRequest(f"by must be one of {', '.join(REPORT_DIMENSIONS)}", param="by")
     now = time.time()
     since = _time(request.query_params.get("since"), now - 30 * 86400, "since")
-    until = _time(request.query_params.get("until"), now + 1, "until")
+    until = _time(request.query_params.get("until"), now + 1, "until", end=True)
     await anyio.to_thread.run_sync(state.ledger.flush)
     rows = await anyio.to_thread.run_sync(state.ledger.report, by, since, until)
     totals: dict[str, Any] = {key: sum(row[key] for row in rows) for key in REPORT_MEASURES}

@@ -8,15 +8,18 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from chatapp.completions import ChatStream
-from chatapp.errors import RequestError, UpstreamError
+from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
+from chatapp.token_count import count_usage
+from chatapp.upstreams import ModelPool
 from server.auth import authenticate
 from server.body import read_json
-from server.protocol import parse_chat_request
+from server.protocol import ChatRequest, parse_chat_request
 from server.sse import DONE, EventStreamResponse, data_frame, error_frame
 from server.state import state_of
 
@@ -32,6 +35,9 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     principal = authenticate(request)
     chat = parse_chat_request(await read_json(request, state.config.server.max_body_bytes))
     pool = state.pool(chat.model)
+    # An answer with no max_tokens is capped at the model's output reserve, so the tokens
+    # reserved against quotas are the most it can use (set max_tokens for longer answers).
+    chat.body.setdefault("max_tokens", pool.model.output_reserve)
     meter = state.meter
     ticket = meter.admit(principal, pool.model, chat.body)
     try:
@@ -41,15 +47,24 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
             stream = await state.completions.open_stream(
                 pool, chat.body, include_usage=chat.include_usage
             )
-    except RequestError as exc:
+    except (EngineUnavailable, InvalidRequest) as exc:
+        # The engine never worked on it (not reached, or refused it up front).
         meter.finish(ticket, status="error", usage=None, upstream=None)
         exc.headers.update(meter.headers(ticket))
         raise
+    except RequestError as exc:
+        meter.finish(ticket, status="error", usage=await _prompt_usage(pool, chat), upstream=None)
+        exc.headers.update(meter.headers(ticket))
+        raise
     except _ClientGone:
-        meter.finish(ticket, status="cancelled", usage=None, upstream=None)
+        # The engine read the prompt before the client left: that much was used.
+        meter.finish(
+            ticket, status="cancelled", usage=await _prompt_usage(pool, chat), upstream=None
+        )
         return Response(status_code=499)  # nobody reads it; the log shows why it ended
-    except BaseException:
-        meter.finish(ticket, status="cancelled", usage=None, upstream=None)
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+        meter.finish(ticket, status=status, usage=None, upstream=None)
         raise
     if not chat.stream:
         meter.finish(ticket, status="ok", usage=completion.usage, upstream=completion.upstream.name)
@@ -59,15 +74,18 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
 
     async def close() -> None:
         """However the stream ended: close the engine request, then account for it."""
-        await stream.aclose()
-        usage = await stream.final_usage()
-        meter.finish(
-            ticket,
-            status=stream.outcome,
-            usage=usage,
-            upstream=stream.upstream.name,
-            first_token_at=stream.first_token_at,
-        )
+        usage = None
+        try:
+            await stream.aclose()
+            usage = await stream.final_usage()
+        finally:
+            meter.finish(
+                ticket,
+                status=stream.outcome,
+                usage=usage,
+                upstream=stream.upstream.name,
+                first_token_at=stream.first_token_at,
+            )
 
     return EventStreamResponse(
         _frames(stream),
@@ -75,6 +93,12 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
         on_close=close,
         headers=meter.headers(ticket),
     )
+
+
+async def _prompt_usage(pool: ModelPool, chat: ChatRequest) -> dict[str, int]:
+    """What the prompt alone costs, counted like an answer the engine gave no usage for."""
+    counter = pool.upstreams[0].counter
+    return await anyio.to_thread.run_sync(count_usage, counter, chat.body["messages"], "")
 
 
 class _ClientGone(Exception):

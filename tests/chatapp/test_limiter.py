@@ -160,3 +160,24 @@ def test_replay_rebuilds_daily_buckets_from_past_usage() -> None:
     assert limiter.state("m", subjects)[0].available == pytest.approx(10_000)
     with pytest.raises(RateLimited):
         limiter.admit("m", subjects, 10_001)
+
+
+@pytest.mark.parametrize("rpm", [1, 7, 13, 60, 199])
+def test_sending_exactly_at_the_rate_after_a_burst_is_never_refused(rpm: int) -> None:
+    clock = Clock()
+    limiter = Limiter(clock)
+    subjects = _key(requests_per_minute=rpm)
+    for _ in range(rpm):
+        limiter.admit("m", subjects, 0)
+    for _ in range(3 * rpm):
+        clock.now += 60 / rpm
+        limiter.admit("m", subjects, 0)  # float drift must not turn this into a 429
+
+
+@pytest.mark.parametrize("kind", ["requests_per_minute", "tokens_per_day", "concurrent_streams"])
+def test_a_limit_of_zero_is_a_clear_refusal_not_a_crash(kind: str) -> None:
+    limiter = Limiter(Clock())
+    subjects = _key(**{kind: 0, "requests_per_day": 10})
+    with pytest.raises(InvalidRequest, match="is 0: no request can be admitted"):
+        limiter.admit("m", subjects, 5)
+    assert [s.kind for s in limiter.state("m", subjects)] == ["requests_per_day"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from chatapp.accounts import Accounts
 from chatapp.paths import DB_NAME
 from chatapp.store import open_database
 from tests.conftest import LiveServer
+from tests.scripted_upstream import ScriptedUpstream
 
 _names = itertools.count()
 
@@ -264,3 +266,100 @@ def test_reports_by_every_dimension_and_clear_errors(server: LiveServer) -> None
         )
         assert response.status_code == 400
         assert response.json()["error"]["param"] == param
+
+
+def test_bad_admin_input_is_a_400_or_404_and_changes_nothing(server: LiveServer) -> None:
+    key_id, _ = _new_key(server)
+    headers = {"Authorization": f"Bearer {server.key}"}
+    cases = [
+        (
+            "PUT",
+            f"/admin/limits/key/{key_id}",
+            {"limits": {"tokens_per_day": 123456, "bogus": 1}},
+            400,
+        ),
+        ("PUT", f"/admin/limits/key/{key_id}", {"limits": {"tokens_per_day": 10**30}}, 400),
+        ("PUT", f"/admin/limits/key/{10**30}", {"limits": {"tokens_per_day": 5}}, 404),
+        ("GET", "/admin/quota/explain?key=²", None, 404),
+        ("GET", f"/admin/quota/explain?key={key_id}&tokens=²", None, 400),
+        ("PUT", f"/admin/users/{10**30}/tier", {"tier": "pro"}, 404),
+        ("PUT", "/admin/widgets/1/tier", {"tier": "pro"}, 404),
+    ]
+    for method, path, body, status in cases:
+        response = httpx.request(
+            method, f"{server.url}{path}", json=body, headers=headers, timeout=30
+        )
+        assert response.status_code == status, (path, response.text)
+        assert "error" in response.json()
+    overrides = _admin(server, "GET", f"/admin/limits/key/{key_id}").json()["overrides"]
+    assert overrides == {}  # the half-valid PUT stored nothing
+
+
+@pytest.mark.parametrize(
+    "content",
+    [[{"type": "text", "text": 5}], "\ud800 lone surrogate"],
+    ids=["non-string-text-part", "lone-surrogate"],
+)
+def test_content_that_is_not_text_is_a_400(server: LiveServer, content: object) -> None:
+    body = json.dumps({"model": "scripted", "messages": [{"role": "user", "content": content}]})
+    response = httpx.post(
+        f"{server.base_url}/chat/completions",
+        content=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"].startswith("messages[0].content")
+
+
+def test_an_answer_without_max_tokens_is_capped_at_the_output_reserve(
+    server: LiveServer, scripted: ScriptedUpstream
+) -> None:
+    _, secret = _new_key(server)
+    _ask(_client(server, secret))
+    assert scripted.recorder.requests[-1]["max_tokens"] == 1024  # context 4096 // 4
+
+
+def test_a_client_leaving_a_non_streamed_answer_is_still_charged_its_prompt(
+    server: LiveServer,
+) -> None:
+    key_id, secret = _new_key(server)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{server.base_url}/chat/completions",
+            timeout=0.3,
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"model": "scripted", "messages": [{"role": "user", "content": "script:slow"}]},
+        )
+    time.sleep(0.5)
+    report = _admin(server, "GET", "/admin/usage?by=key").json()
+    [row] = [r for r in report["rows"] if r["key"] == key_id]
+    assert (row["requests"], row["failed"]) == (1, 1)
+    assert row["prompt_tokens"] > 0
+
+
+def test_streamed_usage_counts_the_prompt_as_the_engine_does(server: LiveServer) -> None:
+    """llama.cpp reports usage only when not streaming: the gateway's count must match it."""
+    _, secret = _new_key(server)
+    client = _client(server, secret)
+    messages = [{"role": "user", "content": "Say hi to Ada, please."}]
+    plain = client.chat.completions.create(model="smollm2", max_tokens=2, messages=messages)
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2",
+            max_tokens=2,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert plain.usage is not None and chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+def test_report_until_a_date_includes_that_whole_day(server: LiveServer) -> None:
+    key_id, secret = _new_key(server)
+    _ask(_client(server, secret))
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    report = _admin(server, "GET", f"/admin/usage?by=key&since={today}&until={today}").json()
+    assert key_id in {r["key"] for r in report["rows"]}

@@ -1,0 +1,46 @@
+"""Metering: a failed usage write never strands a reservation; headers name the tightest bucket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chatapp.accounts import Accounts
+from chatapp.config import load_config
+from chatapp.limiter import BucketState, Limiter
+from chatapp.metering import Meter, format_reset, ratelimit_headers
+from chatapp.paths import shipped_config_path
+from chatapp.quotas import Quotas
+from chatapp.store import open_database
+
+
+def test_a_failed_usage_write_still_frees_the_reservation(tmp_path: Path) -> None:
+    config = load_config(shipped_config_path())
+    db = open_database(tmp_path / "chatapp.db")
+    accounts = Accounts(db)
+    user = accounts.ensure_user("u", org_id=accounts.ensure_org("o", tier="free"))
+    principal = accounts.authenticate(accounts.create_key(user).secret)
+    meter = Meter(config, db, Limiter(), Quotas(config, db))
+    model = config.models["smollm2"]
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    tickets = [meter.admit(principal, model, body) for _ in range(2)]  # free: 2 streams
+    db.conn.execute("DROP TABLE usage_outbox")  # every write now fails
+    for ticket in tickets:
+        meter.finish(ticket, status="ok", usage={"prompt_tokens": "x"}, upstream=None)
+    meter.admit(principal, model, body)  # both stream slots came back
+
+
+def test_headers_report_a_spent_daily_limit_rather_than_a_roomy_minute() -> None:
+    states = [
+        BucketState("key", 1, "requests_per_minute", 60, 58.0, 2.0),
+        BucketState("key", 1, "requests_per_day", 100, 0.4, 43_000.0),
+        BucketState("org", 1, "tokens_per_minute", 1000, 900.0, 6.0),
+    ]
+    headers = ratelimit_headers(states)
+    assert headers["x-ratelimit-limit-requests"] == "100"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"] == "11h56m40s"
+    assert headers["x-ratelimit-remaining-tokens"] == "900"
+
+
+def test_reset_durations_read_like_openai_s() -> None:
+    assert [format_reset(s) for s in (0.02, 6, 90, 3605)] == ["20ms", "6s", "1m30s", "1h0m5s"]
