@@ -39,6 +39,8 @@ class ServerConfig:
     engine_start_timeout: float = 300.0
     default_tier: str = "free"
     ledger_flush_seconds: float = 1.0
+    resume_grace_seconds: float = 10.0
+    deleted_retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ def _parse_server(t: _Table) -> ServerConfig:
         "engine_start_timeout",
         "default_tier",
         "ledger_flush_seconds",
+        "resume_grace_seconds",
+        "deleted_retention_days",
     )
     default = ServerConfig()
     data_dir = t.string("data_dir", None)
@@ -167,6 +171,12 @@ def _parse_server(t: _Table) -> ServerConfig:
         default_tier=t.string("default_tier", default.default_tier) or default.default_tier,
         ledger_flush_seconds=t.number(
             "ledger_flush_seconds", default.ledger_flush_seconds, low=0.01
+        ),
+        resume_grace_seconds=t.number(
+            "resume_grace_seconds", default.resume_grace_seconds, low=0.0
+        ),
+        deleted_retention_days=t.number(
+            "deleted_retention_days", default.deleted_retention_days, low=0.0
         ),
     )
 

@@ -13,7 +13,7 @@ import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,8 +212,12 @@ class Meter:
         upstream: str | None,
         first_token_at: float | None = None,
         conversation_id: str | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         """Settle the reservation with the real tokens and write the usage event, once.
+
+        `also` runs in the same SQLite transaction as the usage row (the assistant message of a
+        conversation), so the two are stored together or not at all.
 
         The settle comes first and cannot be skipped: a failed write must never leave a
         reservation (and its concurrent-stream slot) held forever.
@@ -233,6 +237,7 @@ class Meter:
             ttft=(first_token_at - ticket.started) * 1000 if first_token_at else None,
             latency=(time.monotonic() - ticket.started) * 1000,
             conversation_id=conversation_id,
+            also=also,
         )
 
     def _record(
@@ -247,6 +252,7 @@ class Meter:
         ttft: float | None,
         latency: float | None,
         conversation_id: str | None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> UsageEvent:
         prompt, completion, cached = _usage_numbers(usage)
         event = UsageEvent(
@@ -268,6 +274,8 @@ class Meter:
         )
         try:
             with self.db.conn:
+                if also is not None:
+                    also(self.db.conn)
                 write_outbox(self.db.conn, event)
         except sqlite3.Error:
             # The answer has been served; losing its usage row is bad, failing the client

@@ -8,6 +8,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -19,7 +20,9 @@ from starlette.routing import Route
 from chatapp.accounts import Accounts
 from chatapp.completions import Completions
 from chatapp.config import Config
+from chatapp.conversations import ConversationStore
 from chatapp.engines import EngineSupervisor
+from chatapp.generation import GenerationRegistry
 from chatapp.ledger import LEDGER_NAME, Ledger
 from chatapp.limiter import Limiter
 from chatapp.metering import Meter
@@ -29,6 +32,7 @@ from chatapp.store import open_database
 from chatapp.upstreams import build_pools
 from server.errors import exception_handlers
 from server.routes import admin
+from server.routes import conversations as conv
 from server.routes.chat import chat_completions
 from server.routes.health import healthz, readyz
 from server.routes.models import list_models
@@ -43,6 +47,16 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/usage", own_usage, methods=["GET"]),
+    Route("/v1/conversations", conv.conversations, methods=["GET", "POST"]),
+    Route("/v1/conversations/{cid}", conv.conversation, methods=["GET", "PATCH", "DELETE"]),
+    Route("/v1/conversations/{cid}/messages", conv.list_messages, methods=["GET"]),
+    Route("/v1/conversations/{cid}/messages", conv.send_message, methods=["POST"]),
+    Route("/v1/conversations/{cid}/messages/{mid}", conv.get_message, methods=["GET"]),
+    Route("/v1/conversations/{cid}/messages/{mid}/events", conv.follow_events, methods=["GET"]),
+    Route("/v1/conversations/{cid}/messages/{mid}/cancel", conv.cancel_reply, methods=["POST"]),
+    Route("/v1/conversations/{cid}/messages/{mid}/regenerate", conv.regenerate, methods=["POST"]),
+    Route("/v1/conversations/{cid}/messages/{mid}/siblings", conv.siblings, methods=["GET"]),
+    Route("/v1/conversations/{cid}/messages/{mid}/switch", conv.switch_branch, methods=["POST"]),
     Route("/admin/tiers", admin.list_tiers, methods=["GET"]),
     Route("/admin/limits/{level}/{subject_id:int}", admin.get_limits, methods=["GET"]),
     Route("/admin/limits/{level}/{subject_id:int}", admin.set_limits, methods=["PUT", "DELETE"]),
@@ -71,6 +85,11 @@ def create_app(
         meter = Meter(config, db, Limiter(), Quotas(config, db))
         moved = await anyio.to_thread.run_sync(ledger.flush)
         replayed = await anyio.to_thread.run_sync(meter.rebuild, ledger)
+        conversations = ConversationStore(db)
+        purged = conversations.purge(timedelta(days=config.server.deleted_retention_days))
+        if purged:
+            log.info("purged %d conversation(s) deleted over the retention period", purged)
+        replies = GenerationRegistry(grace_seconds=config.server.resume_grace_seconds)
         log.info(
             "usage ledger: %d leftover event(s) moved, %d replayed into quotas", moved, replayed
         )
@@ -89,6 +108,8 @@ def create_app(
             started_at=int(time.time()),
             meter=meter,
             ledger=ledger,
+            conversations=conversations,
+            replies=replies,
         )
         announce = asyncio.create_task(_announce_when_ready(supervisors, on_ready))
         flusher = asyncio.create_task(_flush_forever(ledger, config.server.ledger_flush_seconds))
@@ -97,6 +118,7 @@ def create_app(
         finally:
             announce.cancel()
             flusher.cancel()
+            await replies.shutdown()  # replies in flight are stored as incomplete
             log.info("shutting down: stopping %d engine(s)", len(supervisors))
             await asyncio.gather(*(s.stop() for s in supervisors))
             await client.aclose()

@@ -10,7 +10,9 @@ from starlette.requests import Request
 from chatapp.accounts import Accounts
 from chatapp.completions import Completions
 from chatapp.config import Config
+from chatapp.conversations import ConversationStore
 from chatapp.errors import NotFound
+from chatapp.generation import GenerationRegistry
 from chatapp.ledger import Ledger
 from chatapp.metering import Meter
 from chatapp.upstreams import ModelPool
@@ -30,6 +32,8 @@ class GatewayState:
     started_at: int
     meter: Meter
     ledger: Ledger
+    conversations: ConversationStore
+    replies: GenerationRegistry
 
     def pool(self, model: str) -> ModelPool:
         """The pool for a model name, or 404 listing what exists."""

@@ -113,6 +113,7 @@ def test_config(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpst
     text = shipped_config_path().read_text()
     text = text.replace("max_body_bytes = 1048576", "max_body_bytes = 65536")
     text = text.replace("keepalive_seconds = 10", "keepalive_seconds = 0.25")
+    text = text.replace("resume_grace_seconds = 10", "resume_grace_seconds = 1")
     text += f"""
 [[models.scripted.nodes]]
 url = "{scripted.url}"

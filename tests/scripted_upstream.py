@@ -7,6 +7,7 @@ It speaks OpenAI's chat completions SSE. The last user message picks the script:
   "script:reject"   answers 500 with a traceback, as llama-cpp-python's server does
   "script:garbage"  streams a chunk whose choices are not a list
   "script:cut"      ends with [DONE] but no finish_reason (an interrupted llama.cpp answer)
+  "script:count"    streams "t0 " … "t29 " 40 ms apart, then stops normally
 anything else      streams "ok" tokens and a usage chunk.
 """
 
@@ -117,6 +118,13 @@ def build_app(recorder: Recorder) -> Starlette:
                     raise
             if script == "script:garbage":
                 yield b'data: {"id": "x", "choices": "not-a-list"}\n\n'
+                return
+            if script == "script:count":
+                for i in range(30):
+                    yield _chunk(f"t{i} ")
+                    await asyncio.sleep(0.04)
+                yield _chunk(finish="stop")
+                yield b"data: [DONE]\n\n"
                 return
             if script == "script:cut":
                 yield _chunk("ok")

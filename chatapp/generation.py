@@ -1,0 +1,131 @@
+"""Replies generated on their own task, so a client can leave, come back and miss nothing.
+
+A Generation keeps the numbered events of one reply (message.started, token.delta, error,
+message.completed) in memory while it runs and for a while after. Clients follow it from any
+event number (SSE's Last-Event-ID). When the last follower leaves, the reply goes on for a
+grace period so a reconnect can pick it up; after that it is stopped and stored `incomplete`
+with what was generated. The registry forgets finished replies after `keep_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Event", "Generation", "GenerationRegistry"]
+
+log = logging.getLogger("chatapp.generation")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One SSE event of a reply; `seq` is its id, from 1, without gaps."""
+
+    seq: int
+    name: str
+    data: dict[str, Any]
+
+    def frame(self) -> bytes:
+        return (f"id: {self.seq}\nevent: {self.name}\ndata: {json.dumps(self.data)}\n\n").encode()
+
+
+class Generation:
+    """The events of one reply and the task producing them."""
+
+    def __init__(self, reply_id: str, *, grace_seconds: float) -> None:
+        self.reply_id = reply_id
+        self.grace_seconds = grace_seconds
+        self.events: list[Event] = []
+        self.done = False
+        self.stop_status = "incomplete"  # what a stop means: abandoned, unless cancelled
+        self.task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._followers = 0
+        self._abandon: asyncio.TimerHandle | None = None
+
+    def publish(self, name: str, data: dict[str, Any]) -> None:
+        self.events.append(Event(len(self.events) + 1, name, data))
+        self._wake.set()
+
+    def finish(self) -> None:
+        self.done = True
+        self._wake.set()
+
+    def stop(self, status: str) -> None:
+        """Stop generating (the engine request is closed); stored with `status`."""
+        if self.task is not None and not self.done:
+            self.stop_status = status
+            self.task.cancel()
+
+    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
+        """Every event after `after`, as they come, until the reply is finished."""
+        self._followers += 1
+        if self._abandon is not None:
+            self._abandon.cancel()
+            self._abandon = None
+        try:
+            sent = after
+            while True:
+                while sent < len(self.events):
+                    sent += 1
+                    yield self.events[sent - 1]
+                if self.done:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            self._followers -= 1
+            if self._followers == 0 and not self.done:
+                loop = asyncio.get_running_loop()
+                self._abandon = loop.call_later(self.grace_seconds, self.stop, "incomplete")
+
+
+class GenerationRegistry:
+    """Replies by id: the running ones, and finished ones for a while (for late resumes)."""
+
+    def __init__(self, *, grace_seconds: float = 10.0, keep_seconds: float = 300.0) -> None:
+        self.grace_seconds = grace_seconds
+        self.keep_seconds = keep_seconds
+        self._replies: dict[str, Generation] = {}
+
+    def get(self, reply_id: str) -> Generation | None:
+        return self._replies.get(reply_id)
+
+    def start(
+        self, reply_id: str, run: Callable[[Generation], Coroutine[Any, Any, None]]
+    ) -> Generation:
+        """Run `run(generation)` on its own task; it must publish and then call finish()."""
+        generation = Generation(reply_id, grace_seconds=self.grace_seconds)
+        self._replies[reply_id] = generation
+
+        async def runner() -> None:
+            try:
+                await run(generation)
+            except asyncio.CancelledError:
+                pass  # `run` stored the reply as stopped; nothing else waits on this task
+            except Exception:
+                log.exception("reply %s failed", reply_id)
+            finally:
+                generation.finish()
+                asyncio.get_running_loop().call_later(
+                    self.keep_seconds, self._replies.pop, reply_id, None
+                )
+
+        generation.task = asyncio.create_task(runner(), name=f"reply:{reply_id}")
+        # A follower must be counted before the grace clock could start.
+        return generation
+
+    async def shutdown(self) -> None:
+        """Stop every running reply (stored `incomplete`) and wait until each is stored."""
+        running = [g for g in self._replies.values() if not g.done and g.task is not None]
+        for generation in running:
+            generation.stop("incomplete")
+        for generation in running:
+            assert generation.task is not None
+            with contextlib.suppress(asyncio.CancelledError):
+                await generation.task

@@ -1,0 +1,310 @@
+"""The conversations API: CRUD, branches, and replies streamed as named SSE events.
+
+Sending stores the user message and an empty reply first, then generates the reply on its own
+task (chatapp.generation) that clients follow, leave and resume with Last-Event-ID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chatapp.accounts import Principal
+from chatapp.context import fit_prompt
+from chatapp.conversations import ConversationStore
+from chatapp.errors import InvalidRequest
+from chatapp.generation import Generation
+from chatapp.replies import Reply, produce_reply
+from server.auth import authenticate
+from server.body import read_json
+from server.protocol import parse_chat_request
+from server.sse import EventStreamResponse
+from server.state import GatewayState, state_of
+
+__all__ = [
+    "cancel_reply",
+    "conversation",
+    "conversations",
+    "follow_events",
+    "get_message",
+    "list_messages",
+    "regenerate",
+    "send_message",
+    "siblings",
+    "switch_branch",
+]
+
+_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+def _caller(request: Request) -> tuple[GatewayState, Principal, ConversationStore]:
+    principal = authenticate(request)
+    state = state_of(request)
+    return state, principal, state.conversations
+
+
+def _flag(request: Request, name: str, default: bool | None) -> bool | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if value not in ("true", "false", "any"):
+        raise InvalidRequest(f"{name} must be true, false or any", param=name)
+    return None if value == "any" else value == "true"
+
+
+def _limit(request: Request, default: int) -> int:
+    value = request.query_params.get("limit", str(default))
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 200:
+        raise InvalidRequest("limit must be a whole number from 1 to 200", param="limit")
+    return int(value)
+
+
+async def conversations(request: Request) -> Response:
+    """GET: list (cursor pages, newest first; archived/pinned/tag/folder); POST: create."""
+    state, principal, store = _caller(request)
+    if request.method == "POST":
+        body = await read_json(request, state.config.server.max_body_bytes)
+        if body.get("model") is not None:
+            state.pool(body["model"])
+        return JSONResponse(store.create(principal.user_id, body), status_code=201)
+    page = store.listing(
+        principal.user_id,
+        limit=_limit(request, 50),
+        cursor=request.query_params.get("cursor"),
+        archived=_flag(request, "archived", False),
+        pinned=_flag(request, "pinned", None),
+        tag=request.query_params.get("tag"),
+        folder=request.query_params.get("folder"),
+    )
+    return JSONResponse({"object": "list", "data": page.items, "next_cursor": page.next_cursor})
+
+
+async def conversation(request: Request) -> Response:
+    """GET one, PATCH its fields, DELETE it (soft)."""
+    state, principal, store = _caller(request)
+    cid = request.path_params["cid"]
+    if request.method == "PATCH":
+        body = await read_json(request, state.config.server.max_body_bytes)
+        if body.get("model") is not None:
+            state.pool(body["model"])
+        return JSONResponse(store.update(principal.user_id, cid, body))
+    if request.method == "DELETE":
+        store.delete(principal.user_id, cid)
+        return JSONResponse({"id": cid, "object": "conversation.deleted", "deleted": True})
+    return JSONResponse(store.get(principal.user_id, cid))
+
+
+async def list_messages(request: Request) -> Response:
+    """GET: the current branch, `limit` messages at a time, going back with `before`."""
+    _, principal, store = _caller(request)
+    page = store.page(
+        principal.user_id,
+        request.path_params["cid"],
+        limit=_limit(request, 50),
+        before=request.query_params.get("before"),
+    )
+    return JSONResponse({"object": "list", "data": page.items, "previous": page.next_cursor})
+
+
+async def get_message(request: Request) -> Response:
+    _, principal, store = _caller(request)
+    params = request.path_params
+    return JSONResponse(store.message(principal.user_id, params["cid"], params["mid"]))
+
+
+async def siblings(request: Request) -> Response:
+    """GET: a message and its alternatives (regenerated answers, edited questions)."""
+    _, principal, store = _caller(request)
+    params = request.path_params
+    items = store.siblings(principal.user_id, params["cid"], params["mid"])
+    return JSONResponse({"object": "list", "data": items})
+
+
+async def switch_branch(request: Request) -> Response:
+    """POST: make the branch through this message current (down to its newest leaf)."""
+    _, principal, store = _caller(request)
+    params = request.path_params
+    return JSONResponse(store.switch(principal.user_id, params["cid"], params["mid"]))
+
+
+async def send_message(request: Request) -> Response | EventStreamResponse:
+    """POST {content, parent_id?, model?, temperature?…}: store it, stream the reply."""
+    state, principal, store = _caller(request)
+    cid = request.path_params["cid"]
+    conv = store.get(principal.user_id, cid)
+    key = request.headers.get("idempotency-key")
+    if key:
+        earlier = store.recall(principal.user_id, key)
+        if earlier is not None:
+            return _replay(state, principal, store, earlier[0], earlier[2], after=0)
+    body = await read_json(request, state.config.server.max_body_bytes)
+    content = body.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidRequest("content must be a non-empty string", param="content")
+    parent_id = body.get("parent_id", conv["current_leaf"])
+    if parent_id is not None:
+        if not isinstance(parent_id, str):
+            raise InvalidRequest("parent_id must be a message id or null", param="parent_id")
+        store.check_parent(cid, parent_id)
+    history = [*store.path(cid, parent_id), {"role": "user", "content": content}]
+    return await _start(state, principal, store, conv, body, history, parent_id, content, key)
+
+
+async def regenerate(request: Request) -> Response | EventStreamResponse:
+    """POST: a new answer to the same question, as a sibling of this assistant message."""
+    state, principal, store = _caller(request)
+    cid, mid = request.path_params["cid"], request.path_params["mid"]
+    conv = store.get(principal.user_id, cid)
+    message = store.message(principal.user_id, cid, mid)
+    if message["role"] != "assistant":
+        raise InvalidRequest(
+            "Only an assistant message can be regenerated; edit a question "
+            "by sending it with parent_id.",
+            param="message_id",
+        )
+    body = (
+        await read_json(request, state.config.server.max_body_bytes)
+        if (request.headers.get("content-length", "0") != "0")
+        else {}
+    )
+    history = store.path(cid, message["parent_id"])
+    return await _start(
+        state, principal, store, conv, body, history, message["parent_id"], None, None
+    )
+
+
+async def _start(
+    state: GatewayState,
+    principal: Principal,
+    store: ConversationStore,
+    conv: dict[str, Any],
+    body: dict[str, Any],
+    history: list[dict[str, Any]],
+    parent_id: str | None,
+    content: str | None,
+    key: str | None,
+) -> EventStreamResponse:
+    """Admit, store the question and an empty reply, and start generating it."""
+    unknown = set(body) - {"content", "parent_id", "model", *_PARAMS}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidRequest(f"Unrecognized field: {name}", param=name)
+    model_name = body.get("model") or conv["model"] or next(iter(state.pools))
+    pool = state.pool(model_name)
+    model = pool.model
+    prompt = fit_prompt(
+        conv["system_prompt"],
+        history,
+        pool.upstreams[0].counter,
+        context_window=model.context_window,
+        output_reserve=body.get("max_tokens") or model.output_reserve,
+    )
+    chat = parse_chat_request(
+        {
+            "model": model.name,
+            "messages": prompt.messages,
+            **{k: body[k] for k in _PARAMS if k in body},
+        }
+    )
+    chat.body.setdefault("max_tokens", model.output_reserve)
+    ticket = state.meter.admit(principal, model, chat.body)
+    cid = conv["id"]
+    with store.db.conn:
+        user_message_id = None
+        if content is not None:
+            user_message_id = store.add_message(
+                cid, parent_id=parent_id, role="user", content=content, conn=store.db.conn
+            )
+        reply_id = store.add_message(
+            cid,
+            parent_id=user_message_id or parent_id,
+            role="assistant",
+            content="",
+            status="streaming",
+            model=model.name,
+            conn=store.db.conn,
+        )
+        if key:
+            store.remember(
+                store.db.conn, principal.user_id, key, cid, user_message_id or "", reply_id
+            )
+    reply = Reply(cid, user_message_id, reply_id, pool, chat.body, ticket)
+
+    async def run(generation: Generation) -> None:
+        await produce_reply(
+            generation, reply, completions=state.completions, meter=state.meter, store=store
+        )
+
+    generation = state.replies.start(reply_id, run)
+    return _stream(state, generation, after=0)
+
+
+def _stream(state: GatewayState, generation: Generation, *, after: int) -> EventStreamResponse:
+    async def frames() -> AsyncIterator[bytes]:
+        async for event in generation.follow(after):
+            yield event.frame()
+
+    return EventStreamResponse(frames(), keepalive=state.config.server.keepalive_seconds)
+
+
+def _replay(
+    state: GatewayState,
+    principal: Principal,
+    store: ConversationStore,
+    cid: str,
+    mid: str,
+    *,
+    after: int,
+) -> Response | EventStreamResponse:
+    """Events of a reply from `after` on: live or remembered, else its stored final form."""
+    message = store.message(principal.user_id, cid, mid)
+    generation = state.replies.get(mid)
+    if generation is not None:
+        return _stream(state, generation, after=after)
+    stored = Generation(mid, grace_seconds=0)
+    stored.publish(
+        "message.completed",
+        {
+            "message_id": mid,
+            "status": message["status"],
+            "finish_reason": message["finish_reason"],
+            "usage": message["usage"],
+            "content": message["content"],
+        },
+    )
+    stored.finish()
+    return _stream(state, stored, after=0)
+
+
+async def follow_events(request: Request) -> Response | EventStreamResponse:
+    """GET (Last-Event-ID): the events of a reply after the last one the client saw."""
+    state, principal, store = _caller(request)
+    last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not (last.isascii() and last.isdigit()):
+        raise InvalidRequest("Last-Event-ID must be an event number", param="Last-Event-ID")
+    params = request.path_params
+    return _replay(state, principal, store, params["cid"], params["mid"], after=int(last))
+
+
+async def cancel_reply(request: Request) -> Response:
+    """POST: stop generating; the reply is stored `cancelled` with what it had."""
+    state, principal, store = _caller(request)
+    params = request.path_params
+    store.message(principal.user_id, params["cid"], params["mid"])
+    generation = state.replies.get(params["mid"])
+    if generation is not None and not generation.done:
+        generation.stop("cancelled")
+        if generation.task is not None:
+            await generation.task
+    return JSONResponse(store.message(principal.user_id, params["cid"], params["mid"]))

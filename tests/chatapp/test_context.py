@@ -1,0 +1,58 @@
+"""Context windowing with exact token arithmetic (one token a word, 4 per message)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from chatapp.context import PER_MESSAGE, fit_prompt
+from chatapp.errors import InvalidRequest
+
+
+class Words:
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+    def count_prompt(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        raise AssertionError("not used")
+
+
+def _history(*texts: str) -> list[dict[str, str]]:
+    roles = ["user", "assistant"]
+    return [{"role": roles[i % 2], "content": t} for i, t in enumerate(texts)]
+
+
+def test_everything_fits_when_there_is_room() -> None:
+    history = _history("one two", "three", "four five six")
+    prompt = fit_prompt("be kind", history, Words(), context_window=100, output_reserve=50)
+    assert prompt.dropped == 0
+    assert [m["content"] for m in prompt.messages] == [
+        "be kind",
+        "one two",
+        "three",
+        "four five six",
+    ]
+    assert prompt.tokens == (2 + 2 + 1 + 3) + 4 * PER_MESSAGE
+
+
+def test_oldest_turns_go_first_and_the_system_prompt_stays() -> None:
+    history = _history("a " * 10, "b " * 10, "c " * 10, "d " * 10)
+    # budget 60 - 14 = 46; system 2+4 = 6; each turn 14: d, c fit (34), b would make 48.
+    prompt = fit_prompt("sys prompt", history, Words(), context_window=60, output_reserve=14)
+    assert prompt.dropped == 2
+    assert [m["content"].split()[0] for m in prompt.messages] == ["sys", "c", "d"]
+    assert prompt.tokens == 6 + 14 + 14
+
+
+def test_exactly_full_still_fits() -> None:
+    history = _history("x " * 6)  # 6 + 4 = 10
+    prompt = fit_prompt(None, history, Words(), context_window=20, output_reserve=10)
+    assert prompt.tokens == 10 and prompt.dropped == 0
+
+
+def test_a_question_too_long_on_its_own_is_a_clear_error() -> None:
+    with pytest.raises(InvalidRequest, match="shorten it") as info:
+        fit_prompt(None, _history("y " * 30), Words(), context_window=20, output_reserve=10)
+    assert info.value.param == "content"

@@ -1,0 +1,264 @@
+"""The conversations API against a live server: storage, streaming events, resume, branches."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from chatapp.accounts import Accounts
+from chatapp.paths import DB_NAME
+from chatapp.store import open_database
+from tests.conftest import LiveServer
+from tests.scripted_upstream import ScriptedUpstream
+
+
+def _user_key(server: LiveServer, name: str) -> str:
+    accounts = Accounts(open_database(server.home / DB_NAME))
+    org = accounts.ensure_org(f"{name}-org", tier="enterprise")
+    secret = accounts.create_key(accounts.ensure_user(f"{name}-{time.time_ns()}", org_id=org))
+    accounts.db.conn.close()
+    return secret.secret
+
+
+class Api:
+    """A small client for one key (what the TUI will be, minus the screen)."""
+
+    def __init__(self, server: LiveServer, key: str) -> None:
+        self.http = httpx.Client(
+            base_url=server.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+        )
+
+    def new(self, **fields: object) -> dict:
+        response = self.http.post("/conversations", json={"model": "scripted", **fields})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def events(
+        self,
+        cid: str,
+        content: str,
+        *,
+        stop_after: int | None = None,
+        headers: dict | None = None,
+        **body: object,
+    ) -> list[tuple[int, str, dict]]:
+        """Send a message and read its SSE events (all, or the first `stop_after`)."""
+        with self.http.stream(
+            "POST",
+            f"/conversations/{cid}/messages",
+            headers=headers,
+            json={"content": content, **body},
+        ) as response:
+            assert response.status_code == 200, response.read()
+            return _read(response, stop_after)
+
+
+def _read(
+    source: httpx.Response | Iterator[str], stop_after: int | None
+) -> list[tuple[int, str, dict]]:
+    """SSE events from a response (or from an iterator over its lines, to read in parts)."""
+    lines = source.iter_lines() if isinstance(source, httpx.Response) else source
+    events: list[tuple[int, str, dict]] = []
+    current: dict[str, str] = {}
+    for line in lines:
+        if line.startswith(":"):
+            continue
+        if not line:
+            if current:
+                events.append((int(current["id"]), current["event"], json.loads(current["data"])))
+                current = {}
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+            continue
+        field, _, value = line.partition(": ")
+        current[field] = value
+    return events
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Iterator[Api]:
+    client = Api(server, _user_key(server, "alice"))
+    yield client
+    client.http.close()
+
+
+def test_a_reply_streams_as_named_events_and_is_stored(api: Api) -> None:
+    conv = api.new(title="first")
+    events = api.events(conv["id"], "hello")
+    names = [name for _, name, _ in events]
+    assert names[0] == "message.started" and names[-1] == "message.completed"
+    assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))
+    started, completed = events[0][2], events[-1][2]
+    text = "".join(data["text"] for _, name, data in events if name == "token.delta")
+    assert text == "ok ok ok" == completed["content"]
+    assert completed["usage"]["completion_tokens"] == 3
+    stored = api.http.get(f"/conversations/{conv['id']}/messages").json()["data"]
+    assert [(m["role"], m["content"], m["status"]) for m in stored] == [
+        ("user", "hello", "complete"),
+        ("assistant", "ok ok ok", "complete"),
+    ]
+    assert stored[1]["id"] == started["message_id"] == completed["message_id"]
+
+
+def test_the_second_turn_is_sent_with_the_first(api: Api, scripted: ScriptedUpstream) -> None:
+    conv = api.new(system_prompt="Be brief.")
+    api.events(conv["id"], "My name is Ada.")
+    api.events(conv["id"], "What is my name?")
+    sent = scripted.recorder.requests[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("system", "Be brief."),
+        ("user", "My name is Ada."),
+        ("assistant", "ok ok ok"),
+        ("user", "What is my name?"),
+    ]
+
+
+def test_leaving_mid_stream_stores_what_was_generated_as_incomplete(
+    api: Api, scripted: ScriptedUpstream
+) -> None:
+    conv = api.new()
+    events = api.events(conv["id"], "script:endless", stop_after=4)
+    reply_id = events[0][2]["message_id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        message = api.http.get(f"/conversations/{conv['id']}/messages/{reply_id}").json()
+        if message["status"] != "streaming":
+            break
+        time.sleep(0.1)
+    assert message["status"] == "incomplete"
+    assert message["content"].startswith("ticktick")
+
+
+def test_resume_with_last_event_id_gives_exactly_the_missing_events(api: Api) -> None:
+    conv = api.new()
+    first = api.events(conv["id"], "script:count", stop_after=5)
+    reply_id = first[0][2]["message_id"]
+    with api.http.stream(
+        "GET",
+        f"/conversations/{conv['id']}/messages/{reply_id}/events",
+        headers={"Last-Event-ID": "5"},
+    ) as response:
+        rest = _read(response, None)
+    seqs = [seq for seq, _, _ in first + rest]
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate
+    text = "".join(d["text"] for _, name, d in first + rest if name == "token.delta")
+    assert text == "".join(f"t{i} " for i in range(30)) == rest[-1][2]["content"]
+    # After it finished, the same request still works (from memory) without generating.
+    with api.http.stream(
+        "GET",
+        f"/conversations/{conv['id']}/messages/{reply_id}/events",
+        headers={"Last-Event-ID": str(len(seqs) - 1)},
+    ) as response:
+        assert [name for _, name, _ in _read(response, None)] == ["message.completed"]
+
+
+def test_an_idempotent_resend_does_not_generate_twice(api: Api, scripted: ScriptedUpstream) -> None:
+    conv = api.new()
+    before = len(scripted.recorder.requests)
+    first = api.events(conv["id"], "hello", headers={"Idempotency-Key": "k-1"})
+    again = api.events(conv["id"], "hello", headers={"Idempotency-Key": "k-1"})
+    assert len(scripted.recorder.requests) == before + 1
+    assert again == first
+    assert len(api.http.get(f"/conversations/{conv['id']}/messages").json()["data"]) == 2
+
+
+def test_cancel_stops_the_engine_and_keeps_the_text(api: Api, scripted: ScriptedUpstream) -> None:
+    conv = api.new()
+    disconnects = len(scripted.recorder.disconnects)
+    with api.http.stream(
+        "POST", f"/conversations/{conv['id']}/messages", json={"content": "script:endless"}
+    ) as response:
+        lines = response.iter_lines()
+        events = _read(lines, 3)
+        reply_id = events[0][2]["message_id"]
+        cancelled = api.http.post(f"/conversations/{conv['id']}/messages/{reply_id}/cancel")
+        rest = _read(lines, None)
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["content"].startswith("tick")
+    assert rest[-1][1] == "message.completed" and rest[-1][2]["status"] == "cancelled"
+    deadline = time.monotonic() + 5
+    while len(scripted.recorder.disconnects) == disconnects and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(scripted.recorder.disconnects) > disconnects
+
+
+def test_regenerate_and_edit_make_branches_and_switching_follows_them(api: Api) -> None:
+    conv = api.new()
+    cid = conv["id"]
+    first = api.events(cid, "question one")
+    question_id, answer_id = first[0][2]["user_message_id"], first[0][2]["message_id"]
+    with api.http.stream(
+        "POST", f"/conversations/{cid}/messages/{answer_id}/regenerate"
+    ) as response:
+        regenerated = _read(response, None)
+    new_answer = regenerated[0][2]["message_id"]
+    siblings = api.http.get(f"/conversations/{cid}/messages/{answer_id}/siblings").json()
+    assert [m["id"] for m in siblings["data"]] == [answer_id, new_answer]
+    assert api.http.get(f"/conversations/{cid}").json()["current_leaf"] == new_answer
+    edited = api.events(cid, "question one, better", parent_id=None)
+    edited_q = edited[0][2]["user_message_id"]
+    qs = api.http.get(f"/conversations/{cid}/messages/{question_id}/siblings").json()["data"]
+    assert [m["id"] for m in qs] == [question_id, edited_q]
+    path = api.http.get(f"/conversations/{cid}/messages").json()["data"]
+    assert [m["content"] for m in path] == ["question one, better", "ok ok ok"]
+    switched = api.http.post(f"/conversations/{cid}/messages/{question_id}/switch").json()
+    assert switched["current_leaf"] == new_answer  # the newest reply under that question
+    path = api.http.get(f"/conversations/{cid}/messages").json()["data"]
+    assert [m["id"] for m in path] == [question_id, new_answer]
+
+
+def test_listing_pages_filters_patch_and_delete(api: Api) -> None:
+    ids = [api.new(title=f"c{i}")["id"] for i in range(5)]
+    api.http.patch(
+        f"/conversations/{ids[0]}", json={"pinned": True, "tags": ["work"], "folder": "f"}
+    ).raise_for_status()
+    api.http.patch(f"/conversations/{ids[1]}", json={"archived": True}).raise_for_status()
+    seen, cursor = [], None
+    while True:
+        page = api.http.get(
+            "/conversations", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+        ).json()
+        seen += [c["id"] for c in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    mine = [i for i in seen if i in ids]
+    assert mine == [ids[0], ids[4], ids[3], ids[2]]  # newest update first; archived hidden
+    assert [c["id"] for c in api.http.get("/conversations?tag=work").json()["data"]] == [ids[0]]
+    assert [c["id"] for c in api.http.get("/conversations?folder=f").json()["data"]] == [ids[0]]
+    archived = api.http.get("/conversations?archived=true").json()["data"]
+    assert ids[1] in [c["id"] for c in archived]
+    assert api.http.delete(f"/conversations/{ids[2]}").status_code == 200
+    assert api.http.get(f"/conversations/{ids[2]}").status_code == 404
+    bad = api.http.patch(f"/conversations/{ids[3]}", json={"pinned": "yes"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "pinned"
+
+
+def test_another_users_conversation_is_404_on_every_route(api: Api, server: LiveServer) -> None:
+    conv = api.new()
+    reply = api.events(conv["id"], "hello")[0][2]["message_id"]
+    other = Api(server, _user_key(server, "mallory"))
+    cid = conv["id"]
+    routes = [
+        ("GET", f"/conversations/{cid}"),
+        ("PATCH", f"/conversations/{cid}"),
+        ("DELETE", f"/conversations/{cid}"),
+        ("GET", f"/conversations/{cid}/messages"),
+        ("POST", f"/conversations/{cid}/messages"),
+        ("GET", f"/conversations/{cid}/messages/{reply}"),
+        ("GET", f"/conversations/{cid}/messages/{reply}/events"),
+        ("POST", f"/conversations/{cid}/messages/{reply}/cancel"),
+        ("POST", f"/conversations/{cid}/messages/{reply}/regenerate"),
+        ("GET", f"/conversations/{cid}/messages/{reply}/siblings"),
+        ("POST", f"/conversations/{cid}/messages/{reply}/switch"),
+    ]
+    for method, path in routes:
+        response = other.http.request(method, path, json={"content": "x", "title": "x"})
+        assert response.status_code == 404, (method, path, response.text)
+        assert "hello" not in response.text
+    other.http.close()
+    assert api.http.get(f"/conversations/{cid}").status_code == 200
