@@ -268,6 +268,13 @@ class ConversationStore:
         ).fetchall()
         return [_message(row) for row in rows]
 
+    def all_messages(self, cid: str) -> list[dict[str, Any]]:
+        """Every message of every branch, parents before children (ids sort by creation)."""
+        rows = self.db.execute(
+            f"SELECT {_MESSAGE} FROM messages WHERE conversation_id = ? ORDER BY id", (cid,)
+        ).fetchall()
+        return [_message(row) for row in rows]
+
     def page(self, user_id: int, cid: str, *, limit: int, before: str | None) -> Page:
         """The current branch, newest last, `limit` at a time going back (for scrolling up)."""
         conversation = self.get(user_id, cid)

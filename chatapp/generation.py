@@ -92,6 +92,7 @@ class GenerationRegistry:
         self.grace_seconds = grace_seconds
         self.keep_seconds = keep_seconds
         self._replies: dict[str, Generation] = {}
+        self._background: set[asyncio.Task[Any]] = set()
 
     def get(self, reply_id: str) -> Generation | None:
         return self._replies.get(reply_id)
@@ -120,6 +121,12 @@ class GenerationRegistry:
         # A follower must be counted before the grace clock could start.
         return generation
 
+    def background(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run follow-up work (a title) that no client waits for; kept referenced until done."""
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def shutdown(self) -> None:
         """Stop every running reply (stored `incomplete`) and wait until each is stored."""
         running = [g for g in self._replies.values() if not g.done and g.task is not None]
@@ -129,3 +136,6 @@ class GenerationRegistry:
             assert generation.task is not None
             with contextlib.suppress(asyncio.CancelledError):
                 await generation.task
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)

@@ -31,11 +31,12 @@ from chatapp.quotas import Quotas
 from chatapp.store import open_database
 from chatapp.upstreams import build_pools
 from server.errors import exception_handlers
-from server.routes import admin
+from server.routes import admin, sharing
 from server.routes import conversations as conv
 from server.routes.chat import chat_completions
 from server.routes.health import healthz, readyz
 from server.routes.models import list_models
+from server.routes.search import search_conversations
 from server.routes.usage import own_usage
 from server.state import GatewayState
 
@@ -48,6 +49,12 @@ routes = [
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/usage", own_usage, methods=["GET"]),
     Route("/v1/conversations", conv.conversations, methods=["GET", "POST"]),
+    Route("/v1/conversations/import", sharing.import_conversation, methods=["POST"]),
+    Route("/v1/conversations/{cid}/export", sharing.export, methods=["GET"]),
+    Route("/v1/conversations/{cid}/shares", sharing.create_share, methods=["POST"]),
+    Route("/v1/conversations/{cid}/shares/{token}", sharing.revoke_share, methods=["DELETE"]),
+    Route("/share/{token}", sharing.public_share, methods=["GET"]),
+    Route("/v1/search", search_conversations, methods=["GET"]),
     Route("/v1/conversations/{cid}", conv.conversation, methods=["GET", "PATCH", "DELETE"]),
     Route("/v1/conversations/{cid}/messages", conv.list_messages, methods=["GET"]),
     Route("/v1/conversations/{cid}/messages", conv.send_message, methods=["POST"]),

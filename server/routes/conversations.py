@@ -18,6 +18,7 @@ from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest
 from chatapp.generation import Generation
 from chatapp.replies import Reply, produce_reply
+from chatapp.titles import write_title
 from server.auth import authenticate
 from server.body import read_json
 from server.protocol import parse_chat_request
@@ -245,6 +246,19 @@ async def _start(
         await produce_reply(
             generation, reply, completions=state.completions, meter=state.meter, store=store
         )
+        if content is not None and not conv["title"] and len(history) == 1:
+            state.replies.background(
+                write_title(
+                    store=store,
+                    conversation_id=cid,
+                    principal=principal,
+                    question=content,
+                    pool=pool,
+                    completions=state.completions,
+                    meter=state.meter,
+                ),
+                name=f"title:{cid}",
+            )
 
     generation = state.replies.start(reply_id, run)
     return _stream(state, generation, after=0)

@@ -262,3 +262,99 @@ def test_another_users_conversation_is_404_on_every_route(api: Api, server: Live
         assert "hello" not in response.text
     other.http.close()
     assert api.http.get(f"/conversations/{cid}").status_code == 200
+
+
+def _wait_for(predicate: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_an_untitled_conversation_gets_a_title_after_its_first_exchange(api: Api) -> None:
+    conv = api.new()
+    api.events(conv["id"], "Plan a trip to Lisbon in May please")
+    _wait_for(lambda: api.http.get(f"/conversations/{conv['id']}").json()["title"])
+    # The stand-in answers "ok" when not streaming: the title came from the model, not from
+    # the fallback ("Plan a trip to Lisbon in…").
+    assert api.http.get(f"/conversations/{conv['id']}").json()["title"] == "ok"
+    titled = api.new(title="Mine")
+    api.events(titled["id"], "hello")
+    time.sleep(0.3)
+    assert api.http.get(f"/conversations/{titled['id']}").json()["title"] == "Mine"
+
+
+def test_search_ranks_matches_with_snippets_and_follows_edits_and_deletes(api: Api) -> None:
+    word = f"zebra{time.time_ns()}"
+    a = api.new(title=f"Notes on {word}")
+    b = api.new(title="Other")
+    api.events(b["id"], f"I saw a {word} at the zoo")
+    hits = api.http.get("/search", params={"q": word}).json()["data"]
+    assert [h["conversation_id"] for h in hits] == [a["id"], b["id"]]  # title first
+    assert f"<mark>{word}</mark>" in hits[1]["snippet"]
+    assert api.http.get("/search", params={"q": word[:-3]}).json()["data"]  # prefix: as you type
+    api.http.patch(f"/conversations/{a['id']}", json={"title": "Renamed"}).raise_for_status()
+    api.http.delete(f"/conversations/{b['id']}").raise_for_status()
+    assert api.http.get("/search", params={"q": word}).json()["data"] == []
+    bad = api.http.get("/search", params={"q": '"" *'})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "q"
+
+
+def test_search_never_shows_another_users_messages(api: Api, server: LiveServer) -> None:
+    word = f"secret{time.time_ns()}"
+    conv = api.new()
+    api.events(conv["id"], f"my {word}")
+    other = Api(server, _user_key(server, "eve"))
+    assert other.http.get("/search", params={"q": word}).json()["data"] == []
+    other.http.close()
+
+
+def test_export_and_import_round_trip_every_branch(api: Api) -> None:
+    conv = api.new(title="Round trip", system_prompt="Be brief.", tags=["x"])
+    first = api.events(conv["id"], "question")
+    answer = first[0][2]["message_id"]
+    with api.http.stream(
+        "POST", f"/conversations/{conv['id']}/messages/{answer}/regenerate"
+    ) as response:
+        _read(response, None)
+    exported = api.http.get(f"/conversations/{conv['id']}/export").json()
+    imported = api.http.post("/conversations/import", json=exported)
+    assert imported.status_code == 201
+    again = api.http.get(f"/conversations/{imported.json()['id']}/export").json()
+
+    def shape(export: dict) -> list:
+        ids = {m["id"]: i for i, m in enumerate(export["messages"])}
+        return [
+            (m["role"], m["content"], ids.get(m["parent_id"]), m["status"])
+            for m in export["messages"]
+        ]
+
+    assert shape(again) == shape(exported) and len(exported["messages"]) == 3
+    assert again["conversation"]["title"] == "Round trip"
+    assert again["conversation"]["tags"] == ["x"]
+    leaf = {m["id"]: i for i, m in enumerate(again["messages"])}[
+        again["conversation"]["current_leaf"]
+    ]
+    assert leaf == 2
+    markdown = api.http.get(f"/conversations/{conv['id']}/export?format=markdown").text
+    assert markdown.startswith("# Round trip") and "**User:**" in markdown
+    bad = api.http.post("/conversations/import", json={"format": "nope"})
+    assert bad.status_code == 400
+
+
+def test_share_links_show_the_branch_until_revoked_or_expired(api: Api, server: LiveServer) -> None:
+    conv = api.new(title="<b>Shared</b>")
+    api.events(conv["id"], "hello <script>")
+    share = api.http.post(f"/conversations/{conv['id']}/shares", json={}).json()
+    page = httpx.get(f"{server.url}{share['path']}", timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "hello &lt;script&gt;" in page.text and "<script>" not in page.text
+    data = httpx.get(f"{server.url}{share['path']}?format=json", timeout=30).json()
+    assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
+    revoke = api.http.delete(f"/conversations/{conv['id']}/shares/{share['token']}")
+    assert revoke.status_code == 200
+    assert httpx.get(f"{server.url}{share['path']}", timeout=30).status_code == 404
+    short = api.http.post(f"/conversations/{conv['id']}/shares", json={"expires_in": 0.3}).json()
+    assert httpx.get(f"{server.url}{short['path']}", timeout=30).status_code == 200
+    time.sleep(0.5)
+    assert httpx.get(f"{server.url}{short['path']}", timeout=30).status_code == 404

@@ -1,0 +1,170 @@
+"""Export, import and read-only share links of conversations.
+
+JSON export carries the whole message tree (every branch) and imports back to an identical
+tree under new ids; Markdown export is the current branch, for reading. A share link is a
+random token that shows the current branch to anyone who has it, until it expires or is
+revoked.
+"""
+
+from __future__ import annotations
+
+import html
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chatapp.conversations import ConversationStore
+from chatapp.errors import InvalidRequest, NotFound
+from chatapp.ids import new_id
+
+__all__ = ["EXPORT_FORMAT", "Sharing", "to_html", "to_markdown"]
+
+EXPORT_FORMAT = "chatapp.conversation.v1"
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def to_markdown(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> str:
+    lines = [f"# {conversation['title'] or 'Untitled conversation'}", ""]
+    if conversation.get("system_prompt"):
+        lines += [f"> System: {conversation['system_prompt']}", ""]
+    for message in messages:
+        lines += [f"**{message['role'].capitalize()}:**", "", message["content"], ""]
+    return "\n".join(lines)
+
+
+def to_html(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> str:
+    title = html.escape(conversation["title"] or "Shared conversation")
+    body = "\n".join(
+        f'<section class="{html.escape(m["role"])}"><h2>{html.escape(m["role"].capitalize())}'
+        f"</h2><pre>{html.escape(m['content'])}</pre></section>"
+        for m in messages
+    )
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        "<style>body{font-family:sans-serif;max-width:50em;margin:auto}"
+        "pre{white-space:pre-wrap}</style></head>"
+        f"<body><h1>{title}</h1>{body}</body></html>"
+    )
+
+
+class Sharing:
+    """Export/import and share links over the conversation store."""
+
+    def __init__(self, store: ConversationStore) -> None:
+        self.store = store
+        self.db = store.db
+
+    def export(self, user_id: int, cid: str) -> dict[str, Any]:
+        conversation = self.store.get(user_id, cid)
+        messages = self.store.all_messages(cid)
+        return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages}
+
+    def import_(self, user_id: int, data: Any) -> dict[str, Any]:
+        """Recreate an exported conversation under new ids, every branch and the leaf kept."""
+        if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+            raise InvalidRequest(
+                f"Expected a JSON export with format '{EXPORT_FORMAT}'.", param="format"
+            )
+        source, messages = data.get("conversation"), data.get("messages")
+        if not isinstance(source, dict) or not isinstance(messages, list):
+            raise InvalidRequest(
+                "An export has a 'conversation' and a 'messages' list.", param="messages"
+            )
+        fields = {
+            k: source[k]
+            for k in ("title", "system_prompt", "model", "tags", "folder", "pinned", "archived")
+            if k in source
+        }
+        created = self.store.create(user_id, fields)
+        cid = created["id"]
+        ids: dict[str, str] = {}
+        with self.db.conn:
+            for i, message in enumerate(messages):  # exported parents come before children
+                if (
+                    not isinstance(message, dict)
+                    or message.get("role") not in _ROLES
+                    or not isinstance(message.get("content"), str)
+                ):
+                    raise InvalidRequest(
+                        f"messages[{i}] is not an exported message.", param=f"messages[{i}]"
+                    )
+                parent = message.get("parent_id")
+                if parent is not None and parent not in ids:
+                    raise InvalidRequest(
+                        f"messages[{i}] names a parent that comes later.",
+                        param=f"messages[{i}].parent_id",
+                    )
+                new = new_id("msg")
+                ids[str(message.get("id"))] = new
+                self.db.execute(
+                    "INSERT INTO messages (id, conversation_id, parent_id, role, content, model,"
+                    " status, finish_reason, prompt_tokens, completion_tokens, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        new,
+                        cid,
+                        ids.get(parent) if parent else None,
+                        message["role"],
+                        message["content"],
+                        message.get("model"),
+                        message.get("status", "complete"),
+                        message.get("finish_reason"),
+                        (message.get("usage") or {}).get("prompt_tokens"),
+                        (message.get("usage") or {}).get("completion_tokens"),
+                        message.get("created_at") or _stamp(datetime.now(UTC)),
+                        message.get("updated_at"),
+                    ),
+                )
+            leaf = ids.get(str(source.get("current_leaf")))
+            self.db.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (leaf, cid))
+        return self.store.get(user_id, cid)
+
+    def share(self, user_id: int, cid: str, expires_in: float | None) -> dict[str, Any]:
+        self.store.get(user_id, cid)
+        token = secrets.token_urlsafe(24)
+        expires = (
+            _stamp(datetime.now(UTC) + timedelta(seconds=expires_in))
+            if expires_in is not None
+            else None
+        )
+        with self.db.conn:
+            self.db.execute(
+                "INSERT INTO shares (token, conversation_id, user_id, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (token, cid, user_id, expires),
+            )
+        return {
+            "token": token,
+            "conversation_id": cid,
+            "expires_at": expires,
+            "path": f"/share/{token}",
+        }
+
+    def revoke(self, user_id: int, cid: str, token: str) -> None:
+        self.store.get(user_id, cid)
+        with self.db.conn:
+            changed = self.db.execute(
+                "UPDATE shares SET revoked_at = ? WHERE token = ? AND conversation_id = ?"
+                " AND user_id = ? AND revoked_at IS NULL",
+                (_stamp(datetime.now(UTC)), token, cid, user_id),
+            ).rowcount
+        if not changed:
+            raise NotFound(f"No active share '{token}' of this conversation.")
+
+    def shared(self, token: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The conversation and branch behind a live token; NotFound for anything else."""
+        row = self.db.execute(
+            "SELECT conversation_id, user_id, expires_at, revoked_at FROM shares WHERE token = ?",
+            (token,),
+        ).fetchone()
+        now = _stamp(datetime.now(UTC))
+        if row is None or row[3] is not None or (row[2] is not None and row[2] <= now):
+            raise NotFound("This share link does not exist, has expired or was revoked.")
+        conversation = self.store.get(row[1], row[0])
+        messages = self.store.path(row[0], conversation["current_leaf"])
+        shown = {k: conversation[k] for k in ("id", "title", "system_prompt", "model")}
+        return shown, [{k: m[k] for k in ("role", "content", "created_at")} for m in messages]
