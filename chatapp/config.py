@@ -72,6 +72,7 @@ class ModelConfig:
     pricing: Pricing = field(default_factory=Pricing)
     nodes: tuple[NodeConfig, ...] = ()
     output_reserve: int = 512
+    summarize: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,16 @@ def _parse_server(t: _Table) -> ServerConfig:
 
 
 def _parse_model(t: _Table, name: str) -> ModelConfig:
-    t.only("engine", "model", "context_window", "args", "pricing", "nodes", "output_reserve")
+    t.only(
+        "engine",
+        "model",
+        "context_window",
+        "args",
+        "pricing",
+        "nodes",
+        "output_reserve",
+        "summarize",
+    )
     engine = t.string("engine", None)
     if engine is not None and engine not in ENGINE_KINDS:
         t.fail("engine", f"must be one of {', '.join(ENGINE_KINDS)} (got {engine!r})")
@@ -214,6 +224,7 @@ def _parse_model(t: _Table, name: str) -> ModelConfig:
         ),
         nodes=nodes,
         output_reserve=t.integer("output_reserve", min(4096, context_window // 4), low=1),
+        summarize=t.boolean("summarize", False),
     )
 
 
@@ -267,6 +278,12 @@ class _Table:
         value = self.raw.get(name, default)
         if value is not None and not isinstance(value, str):
             self.fail(name, f"must be a string, not {type(value).__name__}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw.get(name, default)
+        if not isinstance(value, bool):
+            self.fail(name, f"must be true or false, not {type(value).__name__}")
         return value
 
     def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:

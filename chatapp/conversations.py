@@ -25,7 +25,7 @@ __all__ = ["PATCHABLE", "ConversationStore", "Page", "message_texts"]
 PATCHABLE = ("title", "system_prompt", "model", "tags", "folder", "pinned", "archived")
 _CONVERSATION = (
     "id, user_id, title, model, system_prompt, current_leaf, tags, folder, pinned, archived,"
-    " created_at, updated_at"
+    " created_at, updated_at, summary, summary_through"
 )
 _MESSAGE = (
     "id, conversation_id, parent_id, role, content, model, status, finish_reason,"
@@ -59,6 +59,8 @@ def _conversation(row: Sequence[Any]) -> dict[str, Any]:
         archived,
         created,
         updated,
+        summary,
+        summary_through,
     ) = row
     return {
         "id": cid,
@@ -73,6 +75,8 @@ def _conversation(row: Sequence[Any]) -> dict[str, Any]:
         "archived": bool(archived),
         "created_at": created,
         "updated_at": updated,
+        "summary": summary,
+        "summary_through": summary_through,
     }
 
 

@@ -118,6 +118,14 @@ def test_config(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpst
 [[models.scripted.nodes]]
 url = "{scripted.url}"
 
+[models.tiny]
+context_window = 100
+output_reserve = 20
+summarize = true
+
+[[models.tiny.nodes]]
+url = "{scripted.url}"
+
 [[models.dead.nodes]]
 url = "http://127.0.0.1:{free_port()}/v1"
 """

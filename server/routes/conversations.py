@@ -13,12 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chatapp.accounts import Principal
-from chatapp.context import fit_prompt
+from chatapp.context import Prompt, fit_prompt
 from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest
 from chatapp.generation import Generation
 from chatapp.replies import Reply, produce_reply
+from chatapp.summaries import write_summary
 from chatapp.titles import write_title
+from chatapp.upstreams import ModelPool
 from server.auth import authenticate
 from server.body import read_json
 from server.protocol import parse_chat_request
@@ -210,6 +212,8 @@ async def _start(
         pool.upstreams[0].counter,
         context_window=model.context_window,
         output_reserve=body.get("max_tokens") or model.output_reserve,
+        summary=conv["summary"],
+        summary_through=conv["summary_through"],
     )
     chat = parse_chat_request(
         {
@@ -246,6 +250,7 @@ async def _start(
         await produce_reply(
             generation, reply, completions=state.completions, meter=state.meter, store=store
         )
+        _refresh_summary(state, principal, store, conv, prompt, pool)
         if content is not None and not conv["title"] and len(history) == 1:
             state.replies.background(
                 write_title(
@@ -262,6 +267,37 @@ async def _start(
 
     generation = state.replies.start(reply_id, run)
     return _stream(state, generation, after=0)
+
+
+def _refresh_summary(
+    state: GatewayState,
+    principal: Principal,
+    store: ConversationStore,
+    conv: dict[str, Any],
+    prompt: Prompt,
+    pool: ModelPool,
+) -> None:
+    """When turns past the stored summary were dropped, summarize them on top of it."""
+    if not pool.model.summarize or not prompt.dropped:
+        return
+    ids = [m.get("id") for m in prompt.dropped]
+    through = conv["summary_through"]
+    if ids[-1] == through:
+        return  # the summary already covers everything that was dropped
+    start = ids.index(through) + 1 if through in ids else 0
+    state.replies.background(
+        write_summary(
+            store=store,
+            conversation_id=conv["id"],
+            principal=principal,
+            previous=conv["summary"] if start else None,
+            dropped=prompt.dropped[start:],
+            pool=pool,
+            completions=state.completions,
+            meter=state.meter,
+        ),
+        name=f"summary:{conv['id']}",
+    )
 
 
 def _stream(state: GatewayState, generation: Generation, *, after: int) -> EventStreamResponse:

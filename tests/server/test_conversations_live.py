@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from chatapp.accounts import Accounts
+from chatapp.context import SUMMARY_PREFIX
 from chatapp.paths import DB_NAME
 from chatapp.store import open_database
 from tests.conftest import LiveServer
@@ -360,3 +361,25 @@ def test_share_links_show_the_branch_until_revoked_or_expired(api: Api, server: 
     assert httpx.get(f"{server.url}{short['path']}", timeout=30).status_code == 200
     time.sleep(0.5)
     assert httpx.get(f"{server.url}{short['path']}", timeout=30).status_code == 404
+
+
+def test_dropped_turns_are_summarized_and_the_summary_stands_in_for_them(
+    api: Api, scripted: ScriptedUpstream
+) -> None:
+    """The `tiny` model has a 100-token window (80 for input): a 100-character question costs
+    29 tokens (4 characters a token plus 4), each "ok ok ok" answer 6."""
+    conv = api.new(model="tiny")
+    questions = [f"question {i} " + "x" * 88 for i in range(4)]
+    first = api.events(conv["id"], questions[0])
+    api.events(conv["id"], questions[1])
+    api.events(conv["id"], questions[2])  # 99 tokens: the first question is dropped
+    _wait_for(lambda: api.http.get(f"/conversations/{conv['id']}").json()["summary"])
+    stored = api.http.get(f"/conversations/{conv['id']}").json()
+    assert stored["summary"] == "ok"  # what the stand-in answers
+    assert stored["summary_through"] == first[0][2]["user_message_id"]
+    api.events(conv["id"], questions[3])
+    sent = [r["messages"] for r in scripted.recorder.requests if r.get("stream")][-1]
+    assert sent[0]["role"] == "system"
+    assert sent[0]["content"] == SUMMARY_PREFIX + "ok"
+    assert sent[-1]["content"] == questions[3]
+    assert questions[0] not in [m["content"] for m in sent]
