@@ -241,6 +241,12 @@ class ConversationStore:
         """Really delete conversations soft-deleted longer ago than `older_than`."""
         cutoff = (datetime.now(UTC) - older_than).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self.db.conn:
+            # Messages first: their search-index trigger needs the conversation's owner.
+            self.db.execute(
+                "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM conversations"
+                " WHERE deleted_at IS NOT NULL AND deleted_at < ?)",
+                (cutoff,),
+            )
             return self.db.execute(
                 "DELETE FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?",
                 (cutoff,),

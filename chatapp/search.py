@@ -1,7 +1,14 @@
-"""Full-text search over a user's messages and conversation titles (SQLite FTS5, BM25)."""
+"""Full-text search over a user's messages and conversation titles (SQLite FTS5, BM25).
+
+The message index carries each message's owner, so a query keeps to the caller inside FTS.
+Only the newest CANDIDATES matching messages are scored: a common word matches most of a
+large history, and scoring all of it took most of a second; the newest matches are also the
+ones a person is most likely looking for.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -9,38 +16,42 @@ import sqlite_utils
 
 from chatapp.errors import InvalidRequest
 
-__all__ = ["MARK", "fts_query", "search"]
+__all__ = ["CANDIDATES", "MARK", "fts_query", "search"]
 
 MARK = ("<mark>", "</mark>")  # around matched words in snippets
+CANDIDATES = 2000
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def fts_query(text: str) -> str:
-    """A user's words as an FTS5 query: every word must match, the last one as a prefix.
-
-    Quoting each word keeps FTS5's operators (AND, NEAR, quotes, *) from turning a typo into a
-    syntax error; the prefix on the last word makes search-as-you-type work.
-    """
+def fts_query(text: str, *, prefix: bool = False) -> str:
+    """A user's words as an FTS5 expression: every word must match (the last one as a prefix
+    when `prefix`, for search-as-you-type). Quoting each word keeps FTS5's operators (AND,
+    NEAR, quotes, *) from turning a typo into a syntax error."""
     words = _WORD.findall(text)
     if not words:
         raise InvalidRequest("Search for at least one word.", param="q")
     quoted = [f'"{w}"' for w in words]
-    quoted[-1] += "*"
+    if prefix:
+        quoted[-1] += "*"
     return " ".join(quoted)
 
 
-_MESSAGES = f"""
-SELECT m.conversation_id, c.title, m.id, m.role,
-       snippet(messages_fts, 0, '{MARK[0]}', '{MARK[1]}', '…', 16), bm25(messages_fts)
+_CANDIDATE_SQL = (
+    "SELECT rowid, bm25(messages_fts, 1.0, 0.0) FROM messages_fts WHERE messages_fts MATCH ?"
+    " ORDER BY rowid DESC LIMIT ?"
+)
+_DETAILS_SQL = f"""
+SELECT m.rowid, m.conversation_id, c.title, m.id, m.role,
+       snippet(messages_fts, 0, '{MARK[0]}', '{MARK[1]}', '…', 16)
 FROM messages_fts
 JOIN messages m ON m.rowid = messages_fts.rowid
 JOIN conversations c ON c.id = m.conversation_id
-WHERE messages_fts MATCH ? AND c.user_id = ? AND c.deleted_at IS NULL
-ORDER BY bm25(messages_fts) LIMIT ?
+WHERE messages_fts MATCH ? AND messages_fts.rowid IN (SELECT value FROM json_each(?))
+  AND c.deleted_at IS NULL
 """
-_TITLES = f"""
-SELECT c.id, c.title, NULL, NULL,
-       highlight(conversations_fts, 0, '{MARK[0]}', '{MARK[1]}'), bm25(conversations_fts)
+_TITLES_SQL = f"""
+SELECT c.id, c.title, highlight(conversations_fts, 0, '{MARK[0]}', '{MARK[1]}'),
+       bm25(conversations_fts)
 FROM conversations_fts
 JOIN conversations c ON c.rowid = conversations_fts.rowid
 WHERE conversations_fts MATCH ? AND c.user_id = ? AND c.deleted_at IS NULL
@@ -49,13 +60,28 @@ ORDER BY bm25(conversations_fts) LIMIT ?
 
 
 def search(
-    db: sqlite_utils.Database, user_id: int, text: str, *, limit: int = 20
+    db: sqlite_utils.Database, user_id: int, text: str, *, limit: int = 20, prefix: bool = False
 ) -> list[dict[str, Any]]:
     """Best matches first (titles count double), each with a highlighted snippet."""
-    query = fts_query(text)
-    hits = []
-    for sql, weight in ((_TITLES, 2.0), (_MESSAGES, 1.0)):
-        for cid, title, mid, role, snippet, rank in db.execute(sql, (query, user_id, limit)):
+    words = fts_query(text, prefix=prefix)
+    hits = [
+        {
+            "conversation_id": cid,
+            "title": title,
+            "message_id": None,
+            "role": None,
+            "snippet": snippet,
+            "score": round(-rank * 2.0, 4),
+        }
+        for cid, title, snippet, rank in db.execute(_TITLES_SQL, (words, user_id, limit))
+    ]
+    mine = f'owner:"u{user_id}" AND content:({words})'
+    ranked = sorted(db.execute(_CANDIDATE_SQL, (mine, CANDIDATES)), key=lambda row: row[1])
+    best = {rowid: rank for rowid, rank in ranked[:limit]}
+    if best:
+        for rowid, cid, title, mid, role, snippet in db.execute(
+            _DETAILS_SQL, (mine, json.dumps(list(best)))
+        ):
             hits.append(
                 {
                     "conversation_id": cid,
@@ -63,7 +89,7 @@ def search(
                     "message_id": mid,
                     "role": role,
                     "snippet": snippet,
-                    "score": round(-rank * weight, 4),
+                    "score": round(-best[rowid], 4),
                 }
             )
     hits.sort(key=lambda hit: hit["score"], reverse=True)

@@ -23,6 +23,7 @@ from chatapp.config import Config
 from chatapp.conversations import ConversationStore
 from chatapp.engines import EngineSupervisor
 from chatapp.generation import GenerationRegistry
+from chatapp.housekeeping import Housekeeper
 from chatapp.ledger import LEDGER_NAME, Ledger
 from chatapp.limiter import Limiter
 from chatapp.metering import Meter
@@ -88,6 +89,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = open_database(home / DB_NAME)
+        # Checkpoints run from the housekeeper's thread, never inside a request's commit.
+        db.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        housekeeper = Housekeeper(home / DB_NAME)
         ledger = Ledger(home / LEDGER_NAME, home / DB_NAME)
         meter = Meter(config, db, Limiter(), Quotas(config, db))
         moved = await anyio.to_thread.run_sync(ledger.flush)
@@ -119,7 +123,9 @@ def create_app(
             replies=replies,
         )
         announce = asyncio.create_task(_announce_when_ready(supervisors, on_ready))
-        flusher = asyncio.create_task(_flush_forever(ledger, config.server.ledger_flush_seconds))
+        flusher = asyncio.create_task(
+            _maintain_forever(ledger, housekeeper, config.server.ledger_flush_seconds)
+        )
         try:
             yield
         finally:
@@ -131,13 +137,14 @@ def create_app(
             await client.aclose()
             await anyio.to_thread.run_sync(ledger.flush)
             ledger.close()
+            housekeeper.close()
             db.conn.close()
 
     return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
 
 
-async def _flush_forever(ledger: Ledger, every: float) -> None:
-    """Move outbox rows into the ledger in the background, off the event loop."""
+async def _maintain_forever(ledger: Ledger, housekeeper: Housekeeper, every: float) -> None:
+    """Off the event loop, every round: move outbox rows into the ledger, tidy SQLite."""
     while True:
         await asyncio.sleep(every)
         try:
@@ -145,6 +152,10 @@ async def _flush_forever(ledger: Ledger, every: float) -> None:
         except (OSError, sqlite3.Error, duckdb.Error):
             # The rows stay in the outbox and the next round retries them.
             log.exception("usage ledger: flush failed; will retry")
+        try:
+            await anyio.to_thread.run_sync(housekeeper.tidy)
+        except sqlite3.Error:
+            log.exception("sqlite housekeeping failed; will retry")
 
 
 async def _announce_when_ready(

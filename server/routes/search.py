@@ -19,10 +19,14 @@ async def search_conversations(request: Request) -> JSONResponse:
     limit = request.query_params.get("limit", "20")
     if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 100:
         raise InvalidRequest("limit must be a whole number from 1 to 100", param="limit")
+    prefix = request.query_params.get("prefix", "false")
+    if prefix not in ("true", "false"):
+        raise InvalidRequest("prefix must be true or false", param="prefix")
     hits = search(
         state.conversations.db,
         principal.user_id,
         request.query_params.get("q", ""),
         limit=int(limit),
+        prefix=prefix == "true",
     )
     return JSONResponse({"object": "list", "data": hits, "mark": list(MARK)})

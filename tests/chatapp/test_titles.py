@@ -18,4 +18,5 @@ def test_fallback_title_is_the_first_words() -> None:
 
 
 def test_search_words_are_quoted_and_the_last_is_a_prefix() -> None:
-    assert fts_query('zebra AND "stripes') == '"zebra" "AND" "stripes"*'
+    assert fts_query('zebra AND "stripes') == '"zebra" "AND" "stripes"'
+    assert fts_query("zeb", prefix=True) == '"zeb"*'

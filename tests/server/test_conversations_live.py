@@ -295,7 +295,9 @@ def test_search_ranks_matches_with_snippets_and_follows_edits_and_deletes(api: A
     hits = api.http.get("/search", params={"q": word}).json()["data"]
     assert [h["conversation_id"] for h in hits] == [a["id"], b["id"]]  # title first
     assert f"<mark>{word}</mark>" in hits[1]["snippet"]
-    assert api.http.get("/search", params={"q": word[:-3]}).json()["data"]  # prefix: as you type
+    assert not api.http.get("/search", params={"q": word[:-3]}).json()["data"]  # whole words
+    as_you_type = api.http.get("/search", params={"q": word[:-3], "prefix": "true"}).json()
+    assert [h["conversation_id"] for h in as_you_type["data"]] == [a["id"], b["id"]]
     api.http.patch(f"/conversations/{a['id']}", json={"title": "Renamed"}).raise_for_status()
     api.http.delete(f"/conversations/{b['id']}").raise_for_status()
     assert api.http.get("/search", params={"q": word}).json()["data"] == []
