@@ -129,7 +129,11 @@ def _decode_cursor(cursor: str, size: int) -> list[Any]:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, UnicodeDecodeError):
         values = None
-    if not isinstance(values, list) or len(values) != size:
+    if (
+        not isinstance(values, list)
+        or len(values) != size
+        or not all(isinstance(v, str) for v in values)
+    ):
         raise InvalidRequest("The cursor is not one this server gave out.", param="cursor")
     return values
 
@@ -237,6 +241,13 @@ class ConversationStore:
         with self.db.conn:
             self.db.execute("UPDATE conversations SET deleted_at = ? WHERE id = ?", (_now(), cid))
 
+    def repair_interrupted(self) -> int:
+        """Replies left `streaming` by a crash are `incomplete`: nothing generates them now."""
+        with self.db.conn:
+            return self.db.execute(
+                "UPDATE messages SET status = 'incomplete' WHERE status = 'streaming'"
+            ).rowcount
+
     def purge(self, older_than: timedelta) -> int:
         """Really delete conversations soft-deleted longer ago than `older_than`."""
         cutoff = (datetime.now(UTC) - older_than).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -270,7 +281,7 @@ class ConversationStore:
         rows = self.db.execute(
             f"WITH RECURSIVE up(mid, depth) AS (SELECT ?, 0 UNION ALL"
             " SELECT m.parent_id, up.depth + 1 FROM messages m JOIN up ON m.id = up.mid"
-            " WHERE m.parent_id IS NOT NULL)"
+            " WHERE m.parent_id IS NOT NULL AND up.depth < 100000)"
             f" SELECT {', '.join('m.' + c.strip() for c in _MESSAGE.split(','))}"
             " FROM up JOIN messages m ON m.id = up.mid WHERE m.conversation_id = ?"
             " ORDER BY up.depth DESC",
@@ -313,14 +324,15 @@ class ConversationStore:
     def switch(self, user_id: int, cid: str, mid: str) -> dict[str, Any]:
         """Make the branch through `mid` current, down to its most recent leaf."""
         self.message(user_id, cid, mid)
-        leaf = mid
+        leaf, seen = mid, {mid}
         while True:
             child = self.db.execute(
                 "SELECT id FROM messages WHERE parent_id = ? ORDER BY id DESC LIMIT 1", (leaf,)
             ).fetchone()
-            if child is None:
+            if child is None or child[0] in seen:  # a cycle cannot come from us; stop anyway
                 break
             leaf = child[0]
+            seen.add(leaf)
         with self.db.conn:
             self.db.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (leaf, cid))
         return self.get(user_id, cid)

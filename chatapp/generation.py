@@ -1,10 +1,11 @@
 """Replies generated on their own task, so a client can leave, come back and miss nothing.
 
 A Generation keeps the numbered events of one reply (message.started, token.delta, error,
-message.completed) in memory while it runs and for a while after. Clients follow it from any
-event number (SSE's Last-Event-ID). When the last follower leaves, the reply goes on for a
-grace period so a reconnect can pick it up; after that it is stopped and stored `incomplete`
-with what was generated. The registry forgets finished replies after `keep_seconds`.
+message.completed) in memory while it runs and for a while after. Clients attach, read from
+any event number (SSE's Last-Event-ID) and detach. When the last one leaves, the reply goes
+on for a grace period so a reconnect can pick it up; after that it is stopped and stored
+`incomplete` with what was generated. The registry forgets finished replies after
+`keep_seconds`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Generation:
         self.task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._followers = 0
+        self._stopping = False
         self._abandon: asyncio.TimerHandle | None = None
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
@@ -57,32 +59,40 @@ class Generation:
         self._wake.set()
 
     def stop(self, status: str) -> None:
-        """Stop generating (the engine request is closed); stored with `status`."""
-        if self.task is not None and not self.done:
+        """Stop generating (the engine request is closed); stored with `status`.
+
+        Only the first stop cancels: a second cancel would interrupt the storing of the reply.
+        """
+        if self.task is not None and not self.done and not self._stopping:
+            self._stopping = True
             self.stop_status = status
             self.task.cancel()
 
-    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
-        """Every event after `after`, as they come, until the reply is finished."""
+    def attach(self) -> None:
+        """A client follows the reply: no abandoning it while anyone does."""
         self._followers += 1
         if self._abandon is not None:
             self._abandon.cancel()
             self._abandon = None
-        try:
-            sent = after
-            while True:
-                while sent < len(self.events):
-                    sent += 1
-                    yield self.events[sent - 1]
-                if self.done:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-        finally:
-            self._followers -= 1
-            if self._followers == 0 and not self.done:
-                loop = asyncio.get_running_loop()
-                self._abandon = loop.call_later(self.grace_seconds, self.stop, "incomplete")
+
+    def detach(self) -> None:
+        """A client left; when none is left, the grace period for a reconnect starts."""
+        self._followers -= 1
+        if self._followers == 0 and not self.done:
+            loop = asyncio.get_running_loop()
+            self._abandon = loop.call_later(self.grace_seconds, self.stop, "incomplete")
+
+    async def events_after(self, after: int = 0) -> AsyncIterator[Event]:
+        """Every event after `after`, as they come, until the reply is finished."""
+        sent = after
+        while True:
+            while sent < len(self.events):
+                sent += 1
+                yield self.events[sent - 1]
+            if self.done:
+                return
+            self._wake.clear()
+            await self._wake.wait()
 
 
 class GenerationRegistry:
@@ -111,14 +121,17 @@ class GenerationRegistry:
                 pass  # `run` stored the reply as stopped; nothing else waits on this task
             except Exception:
                 log.exception("reply %s failed", reply_id)
-            finally:
-                generation.finish()
-                asyncio.get_running_loop().call_later(
-                    self.keep_seconds, self._replies.pop, reply_id, None
-                )
+
+        def finished(_: asyncio.Task[None]) -> None:
+            # A callback, not a `finally`: it runs even if the task was cancelled before it
+            # ever started.
+            generation.finish()
+            asyncio.get_running_loop().call_later(
+                self.keep_seconds, self._replies.pop, reply_id, None
+            )
 
         generation.task = asyncio.create_task(runner(), name=f"reply:{reply_id}")
-        # A follower must be counted before the grace clock could start.
+        generation.task.add_done_callback(finished)
         return generation
 
     def background(self, work: Coroutine[Any, Any, Any], name: str) -> None:

@@ -64,7 +64,10 @@ class Sharing:
         return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages}
 
     def import_(self, user_id: int, data: Any) -> dict[str, Any]:
-        """Recreate an exported conversation under new ids, every branch and the leaf kept."""
+        """Recreate an exported conversation under new ids, every branch and the leaf kept.
+
+        Everything is checked before anything is stored, so a bad file leaves nothing behind.
+        """
         if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
             raise InvalidRequest(
                 f"Expected a JSON export with format '{EXPORT_FORMAT}'.", param="format"
@@ -79,48 +82,41 @@ class Sharing:
             for k in ("title", "system_prompt", "model", "tags", "folder", "pinned", "archived")
             if k in source
         }
-        created = self.store.create(user_id, fields)
+        rows = _checked_messages(messages)
+        leaf_ref = source.get("current_leaf")
+        created = self.store.create(user_id, fields)  # validates fields, then commits
         cid = created["id"]
-        ids: dict[str, str] = {}
-        with self.db.conn:
-            for i, message in enumerate(messages):  # exported parents come before children
-                if (
-                    not isinstance(message, dict)
-                    or message.get("role") not in _ROLES
-                    or not isinstance(message.get("content"), str)
-                ):
-                    raise InvalidRequest(
-                        f"messages[{i}] is not an exported message.", param=f"messages[{i}]"
+        ids = {old: new_id("msg") for old, *_ in rows}
+        try:
+            with self.db.conn:
+                for old, parent, role, content, model, status, finish, prompt, output, at in rows:
+                    self.db.execute(
+                        "INSERT INTO messages (id, conversation_id, parent_id, role, content,"
+                        " model, status, finish_reason, prompt_tokens, completion_tokens,"
+                        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            ids[old],
+                            cid,
+                            ids[parent] if parent else None,
+                            role,
+                            content,
+                            model,
+                            status,
+                            finish,
+                            prompt,
+                            output,
+                            at,
+                            at,
+                        ),
                     )
-                parent = message.get("parent_id")
-                if parent is not None and parent not in ids:
-                    raise InvalidRequest(
-                        f"messages[{i}] names a parent that comes later.",
-                        param=f"messages[{i}].parent_id",
-                    )
-                new = new_id("msg")
-                ids[str(message.get("id"))] = new
                 self.db.execute(
-                    "INSERT INTO messages (id, conversation_id, parent_id, role, content, model,"
-                    " status, finish_reason, prompt_tokens, completion_tokens, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        new,
-                        cid,
-                        ids.get(parent) if parent else None,
-                        message["role"],
-                        message["content"],
-                        message.get("model"),
-                        message.get("status", "complete"),
-                        message.get("finish_reason"),
-                        (message.get("usage") or {}).get("prompt_tokens"),
-                        (message.get("usage") or {}).get("completion_tokens"),
-                        message.get("created_at") or _stamp(datetime.now(UTC)),
-                        message.get("updated_at"),
-                    ),
+                    "UPDATE conversations SET current_leaf = ? WHERE id = ?",
+                    (ids.get(leaf_ref) if isinstance(leaf_ref, str) else None, cid),
                 )
-            leaf = ids.get(str(source.get("current_leaf")))
-            self.db.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (leaf, cid))
+        except BaseException:
+            with self.db.conn:
+                self.db.execute("DELETE FROM conversations WHERE id = ?", (cid,))
+            raise
         return self.store.get(user_id, cid)
 
     def share(self, user_id: int, cid: str, expires_in: float | None) -> dict[str, Any]:
@@ -168,3 +164,71 @@ class Sharing:
         messages = self.store.path(row[0], conversation["current_leaf"])
         shown = {k: conversation[k] for k in ("id", "title", "system_prompt", "model")}
         return shown, [{k: m[k] for k in ("role", "content", "created_at")} for m in messages]
+
+
+_STATUSES = ("complete", "incomplete", "cancelled", "error")
+ImportRow = tuple[
+    str, str | None, str, str, str | None, str, str | None, int | None, int | None, str
+]
+
+
+def _checked_messages(messages: list[Any]) -> list[ImportRow]:
+    """Exported messages as rows to insert; each one checked, parents before children."""
+    rows: list[ImportRow] = []
+    seen: set[str] = set()
+
+    def fail(i: int, field: str, problem: str) -> InvalidRequest:
+        return InvalidRequest(f"messages[{i}].{field}: {problem}", param=f"messages[{i}].{field}")
+
+    def optional(i: int, message: dict[str, Any], field: str) -> str | None:
+        value = message.get(field)
+        if value is not None and not isinstance(value, str):
+            raise fail(i, field, "must be a string or null")
+        return value
+
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequest(
+                f"messages[{i}] is not an exported message.", param=f"messages[{i}]"
+            )
+        old = message.get("id")
+        if not isinstance(old, str) or old in seen:
+            raise fail(i, "id", "must be a string not used by an earlier message")
+        parent = optional(i, message, "parent_id")
+        if parent is not None and parent not in seen:
+            raise fail(i, "parent_id", "must name an earlier message")
+        if message.get("role") not in _ROLES:
+            raise fail(i, "role", f"must be one of {', '.join(_ROLES)}")
+        if not isinstance(message.get("content"), str):
+            raise fail(i, "content", "must be a string")
+        status = message.get("status", "complete")
+        if status not in _STATUSES:
+            raise fail(i, "status", f"must be one of {', '.join(_STATUSES)}")
+        usage = message.get("usage") or {}
+        if not isinstance(usage, dict):
+            raise fail(i, "usage", "must be an object or null")
+        counts = []
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62
+            ):
+                raise fail(i, f"usage.{name}", "must be a whole number")
+            counts.append(value)
+        created = optional(i, message, "created_at") or _stamp(datetime.now(UTC))
+        rows.append(
+            (
+                old,
+                parent,
+                message["role"],
+                message["content"],
+                optional(i, message, "model"),
+                status,
+                optional(i, message, "finish_reason"),
+                counts[0],
+                counts[1],
+                created,
+            )
+        )
+        seen.add(old)
+    return rows

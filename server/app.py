@@ -97,6 +97,9 @@ def create_app(
         moved = await anyio.to_thread.run_sync(ledger.flush)
         replayed = await anyio.to_thread.run_sync(meter.rebuild, ledger)
         conversations = ConversationStore(db)
+        repaired = conversations.repair_interrupted()
+        if repaired:
+            log.info("%d reply(ies) cut off by the last shutdown are now incomplete", repaired)
         purged = conversations.purge(timedelta(days=config.server.deleted_retention_days))
         if purged:
             log.info("purged %d conversation(s) deleted over the retention period", purged)

@@ -11,7 +11,7 @@ from chatapp.accounts import Accounts
 from chatapp.completions import Completions
 from chatapp.config import Config
 from chatapp.conversations import ConversationStore
-from chatapp.errors import NotFound
+from chatapp.errors import InvalidRequest, NotFound
 from chatapp.generation import GenerationRegistry
 from chatapp.ledger import Ledger
 from chatapp.metering import Meter
@@ -35,8 +35,10 @@ class GatewayState:
     conversations: ConversationStore
     replies: GenerationRegistry
 
-    def pool(self, model: str) -> ModelPool:
+    def pool(self, model: object) -> ModelPool:
         """The pool for a model name, or 404 listing what exists."""
+        if not isinstance(model, str):
+            raise InvalidRequest("model must be a model name (a string).", param="model")
         try:
             return self.pools[model]
         except KeyError:

@@ -6,6 +6,7 @@ task (chatapp.generation) that clients follow, leave and resume with Last-Event-
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from chatapp.accounts import Principal
 from chatapp.context import Prompt, fit_prompt
 from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest
-from chatapp.generation import Generation
+from chatapp.generation import Event, Generation
 from chatapp.replies import Reply, produce_reply
 from chatapp.summaries import write_summary
 from chatapp.titles import write_title
@@ -68,7 +69,7 @@ def _flag(request: Request, name: str, default: bool | None) -> bool | None:
 
 def _limit(request: Request, default: int) -> int:
     value = request.query_params.get("limit", str(default))
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 200:
+    if not (value.isascii() and value.isdigit() and len(value) < 5) or not 1 <= int(value) <= 200:
         raise InvalidRequest("limit must be a whole number from 1 to 200", param="limit")
     return int(value)
 
@@ -197,7 +198,7 @@ async def _start(
     parent_id: str | None,
     content: str | None,
     key: str | None,
-) -> EventStreamResponse:
+) -> Response | EventStreamResponse:
     """Admit, store the question and an empty reply, and start generating it."""
     unknown = set(body) - {"content", "parent_id", "model", *_PARAMS}
     if unknown:
@@ -206,12 +207,17 @@ async def _start(
     model_name = body.get("model") or conv["model"] or next(iter(state.pools))
     pool = state.pool(model_name)
     model = pool.model
+    params = {k: body[k] for k in _PARAMS if k in body}
+    # The generation parameters are checked before any of them is used.
+    parse_chat_request(
+        {"model": model.name, "messages": [{"role": "user", "content": "."}], **params}
+    )
     prompt = fit_prompt(
         conv["system_prompt"],
         history,
         pool.upstreams[0].counter,
         context_window=model.context_window,
-        output_reserve=body.get("max_tokens") or model.output_reserve,
+        output_reserve=params.get("max_tokens") or model.output_reserve,
         summary=conv["summary"],
         summary_through=conv["summary_through"],
     )
@@ -219,31 +225,40 @@ async def _start(
         {
             "model": model.name,
             "messages": prompt.messages,
-            **{k: body[k] for k in _PARAMS if k in body},
+            **params,
         }
     )
     chat.body.setdefault("max_tokens", model.output_reserve)
     ticket = state.meter.admit(principal, model, chat.body)
     cid = conv["id"]
-    with store.db.conn:
-        user_message_id = None
-        if content is not None:
-            user_message_id = store.add_message(
-                cid, parent_id=parent_id, role="user", content=content, conn=store.db.conn
+    try:
+        with store.db.conn:
+            user_message_id = None
+            if content is not None:
+                user_message_id = store.add_message(
+                    cid, parent_id=parent_id, role="user", content=content, conn=store.db.conn
+                )
+            reply_id = store.add_message(
+                cid,
+                parent_id=user_message_id or parent_id,
+                role="assistant",
+                content="",
+                status="streaming",
+                model=model.name,
+                conn=store.db.conn,
             )
-        reply_id = store.add_message(
-            cid,
-            parent_id=user_message_id or parent_id,
-            role="assistant",
-            content="",
-            status="streaming",
-            model=model.name,
-            conn=store.db.conn,
-        )
-        if key:
-            store.remember(
-                store.db.conn, principal.user_id, key, cid, user_message_id or "", reply_id
-            )
+            if key:
+                store.remember(
+                    store.db.conn, principal.user_id, key, cid, user_message_id or "", reply_id
+                )
+    except BaseException as exc:
+        # Nothing was stored (the transaction rolled back): give the reservation back.
+        state.meter.finish(ticket, status="error", usage=None, upstream=None)
+        earlier = store.recall(principal.user_id, key) if key else None
+        if isinstance(exc, sqlite3.IntegrityError) and earlier is not None:
+            # The same Idempotency-Key won a race a moment ago: answer with that send.
+            return _replay(state, principal, store, earlier[0], earlier[2], after=0)
+        raise
     reply = Reply(cid, user_message_id, reply_id, pool, chat.body, ticket)
 
     async def run(generation: Generation) -> None:
@@ -301,11 +316,20 @@ def _refresh_summary(
 
 
 def _stream(state: GatewayState, generation: Generation, *, after: int) -> EventStreamResponse:
+    """The reply's events after `after`; the client counts as attached from now until the
+    response ends (also when it leaves before the first frame), so abandoning is exact."""
+    generation.attach()
+
     async def frames() -> AsyncIterator[bytes]:
-        async for event in generation.follow(after):
+        async for event in generation.events_after(after):
             yield event.frame()
 
-    return EventStreamResponse(frames(), keepalive=state.config.server.keepalive_seconds)
+    async def detach() -> None:
+        generation.detach()
+
+    return EventStreamResponse(
+        frames(), keepalive=state.config.server.keepalive_seconds, on_close=detach
+    )
 
 
 def _replay(
@@ -322,26 +346,26 @@ def _replay(
     generation = state.replies.get(mid)
     if generation is not None:
         return _stream(state, generation, after=after)
+    # Forgotten (or from before a restart): the stored result as one event, numbered after
+    # what the client has, so event ids never go backwards; its content replaces the text.
     stored = Generation(mid, grace_seconds=0)
-    stored.publish(
-        "message.completed",
-        {
-            "message_id": mid,
-            "status": message["status"],
-            "finish_reason": message["finish_reason"],
-            "usage": message["usage"],
-            "content": message["content"],
-        },
-    )
+    completed = {
+        "message_id": mid,
+        "status": message["status"],
+        "finish_reason": message["finish_reason"],
+        "usage": message["usage"],
+        "content": message["content"],
+    }
+    stored.events.append(Event(after + 1, "message.completed", completed))
     stored.finish()
-    return _stream(state, stored, after=0)
+    return _stream(state, stored, after=after)
 
 
 async def follow_events(request: Request) -> Response | EventStreamResponse:
     """GET (Last-Event-ID): the events of a reply after the last one the client saw."""
     state, principal, store = _caller(request)
     last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not (last.isascii() and last.isdigit()):
+    if not (last.isascii() and last.isdigit() and len(last) < 16):
         raise InvalidRequest("Last-Event-ID must be an event number", param="Last-Event-ID")
     params = request.path_params
     return _replay(state, principal, store, params["cid"], params["mid"], after=int(last))

@@ -17,7 +17,7 @@ async def search_conversations(request: Request) -> JSONResponse:
     principal = authenticate(request)
     state = state_of(request)
     limit = request.query_params.get("limit", "20")
-    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 100:
+    if not (limit.isascii() and limit.isdigit() and len(limit) < 5) or not 1 <= int(limit) <= 100:
         raise InvalidRequest("limit must be a whole number from 1 to 100", param="limit")
     prefix = request.query_params.get("prefix", "false")
     if prefix not in ("true", "false"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -385,3 +387,88 @@ def test_dropped_turns_are_summarized_and_the_summary_stands_in_for_them(
     assert sent[0]["content"] == SUMMARY_PREFIX + "ok"
     assert sent[-1]["content"] == questions[3]
     assert questions[0] not in [m["content"] for m in sent]
+
+
+def test_crafted_imports_are_refused_and_leave_nothing_behind(api: Api) -> None:
+    before = len(api.http.get("/conversations?archived=any&limit=200").json()["data"])
+    base = {"format": "chatapp.conversation.v1", "conversation": {"title": "x"}}
+    message = {"role": "user", "content": "hi"}
+    cases = [
+        [{**message, "id": "a"}, {**message, "id": "a", "parent_id": "a"}],  # its own parent
+        [{**message, "id": "a", "parent_id": "b"}, {**message, "id": "b"}],  # parent later
+        [{**message, "id": "a", "parent_id": []}],
+        [{**message, "id": "a", "usage": "zz"}],
+        [{**message, "id": "a", "usage": {"prompt_tokens": 2**70}}],
+        [{**message, "id": "a", "status": {}}],
+        [{**message, "id": "a", "created_at": [1]}],
+    ]
+    for messages in cases:
+        response = api.http.post("/conversations/import", json={**base, "messages": messages})
+        assert response.status_code == 400, (messages, response.text)
+    after = len(api.http.get("/conversations?archived=any&limit=200").json()["data"])
+    assert after == before
+    assert api.http.get("/models").status_code == 200  # still answering
+
+
+def test_bad_conversation_input_is_a_400(api: Api) -> None:
+    conv = api.new()
+    cid = conv["id"]
+    assert (
+        api.http.post(
+            f"/conversations/{cid}/messages", json={"content": "hi", "max_tokens": "abc"}
+        ).status_code
+        == 400
+    )
+    assert (
+        api.http.post(
+            f"/conversations/{cid}/messages", json={"content": "hi", "model": ["x"]}
+        ).status_code
+        == 400
+    )
+    assert api.http.post("/conversations", json={"model": {"a": 1}}).status_code == 400
+    tampered = base64.urlsafe_b64encode(json.dumps([{}, []]).encode()).decode()
+    assert api.http.get(f"/conversations?cursor={tampered}").status_code == 400
+    assert api.http.get("/conversations?limit=" + "9" * 5000).status_code == 400
+    assert api.http.get("/search?q=x&limit=" + "9" * 5000).status_code == 400
+    events = api.http.get(
+        f"/conversations/{cid}/messages/x/events", headers={"Last-Event-ID": "9" * 5000}
+    )
+    assert events.status_code in (400, 404)
+
+
+def test_two_cancels_at_once_still_store_the_reply(api: Api) -> None:
+    conv = api.new()
+    with api.http.stream(
+        "POST", f"/conversations/{conv['id']}/messages", json={"content": "script:endless"}
+    ) as response:
+        lines = response.iter_lines()
+        reply_id = _read(lines, 2)[0][2]["message_id"]
+        path = f"/conversations/{conv['id']}/messages/{reply_id}/cancel"
+        threads = [threading.Thread(target=api.http.post, args=(path,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        _read(lines, None)
+    message = api.http.get(f"/conversations/{conv['id']}/messages/{reply_id}").json()
+    assert message["status"] == "cancelled"
+
+
+def test_the_same_idempotency_key_twice_at_once_generates_once(
+    api: Api, scripted: ScriptedUpstream
+) -> None:
+    conv = api.new()
+    before = len(scripted.recorder.requests)
+    results: list[list[tuple[int, str, dict]]] = []
+
+    def send() -> None:
+        results.append(api.events(conv["id"], "hello", headers={"Idempotency-Key": "race-1"}))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == 2
+    assert results[0][0][2]["message_id"] == results[1][0][2]["message_id"]
+    assert len(scripted.recorder.requests) == before + 1
