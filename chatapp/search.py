@@ -40,14 +40,22 @@ _CANDIDATE_SQL = (
     "SELECT rowid, bm25(messages_fts, 1.0, 0.0) FROM messages_fts WHERE messages_fts MATCH ?"
     " ORDER BY rowid DESC LIMIT ?"
 )
+# CROSS JOIN keeps SQLite's join order: look up the given rowids, never scan the caller's
+# whole history to test each message against the list (that was 200 ms over 1M messages).
+_OWNED_SQL = """
+SELECT m.rowid FROM json_each(?) AS j
+CROSS JOIN messages AS m ON m.rowid = j.value
+CROSS JOIN conversations AS c ON c.id = m.conversation_id
+WHERE c.user_id = ? AND c.deleted_at IS NULL
+"""
 _DETAILS_SQL = f"""
 SELECT m.rowid, m.conversation_id, c.title, m.id, m.role,
        snippet(messages_fts, 0, '{MARK[0]}', '{MARK[1]}', '…', 16)
-FROM messages_fts
-JOIN messages m ON m.rowid = messages_fts.rowid
-JOIN conversations c ON c.id = m.conversation_id
-WHERE messages_fts MATCH ? AND messages_fts.rowid IN (SELECT value FROM json_each(?))
-  AND c.deleted_at IS NULL
+FROM json_each(?) AS j
+CROSS JOIN messages_fts ON messages_fts.rowid = j.value
+CROSS JOIN messages AS m ON m.rowid = messages_fts.rowid
+CROSS JOIN conversations AS c ON c.id = m.conversation_id
+WHERE messages_fts MATCH ?
 """
 _TITLES_SQL = f"""
 SELECT c.id, c.title, highlight(conversations_fts, 0, '{MARK[0]}', '{MARK[1]}'),
@@ -57,6 +65,20 @@ JOIN conversations c ON c.rowid = conversations_fts.rowid
 WHERE conversations_fts MATCH ? AND c.user_id = ? AND c.deleted_at IS NULL
 ORDER BY bm25(conversations_fts) LIMIT ?
 """
+
+
+def _candidates(
+    db: sqlite_utils.Database, match: str, user_id: int
+) -> tuple[list[tuple[int, float]], bool]:
+    """The caller's among the newest CANDIDATES matches, with BM25 ranks; and whether the
+    scan stopped at CANDIDATES (so older matches of the caller's may exist)."""
+    rows = db.execute(_CANDIDATE_SQL, (match, CANDIDATES)).fetchall()
+    if not rows:
+        return [], False
+    owned = {
+        rowid for (rowid,) in db.execute(_OWNED_SQL, (json.dumps([r[0] for r in rows]), user_id))
+    }
+    return [(rowid, rank) for rowid, rank in rows if rowid in owned], len(rows) == CANDIDATES
 
 
 def search(
@@ -75,12 +97,18 @@ def search(
         }
         for cid, title, snippet, rank in db.execute(_TITLES_SQL, (words, user_id, limit))
     ]
-    mine = f'owner:"u{user_id}" AND content:({words})'
-    ranked = sorted(db.execute(_CANDIDATE_SQL, (mine, CANDIDATES)), key=lambda row: row[1])
+    content = f"content:({words})"
+    ranked, capped = _candidates(db, content, user_id)
+    if capped and len(ranked) < limit:
+        # Everyone's newest matches held too few of the caller's: ask the index for the
+        # caller's own (exact, slower when one user owns most of the messages).
+        ranked, _ = _candidates(db, f'owner:"u{user_id}" AND {content}', user_id)
+    ranked.sort(key=lambda row: row[1])
     best = {rowid: rank for rowid, rank in ranked[:limit]}
+    mine = content
     if best:
         for rowid, cid, title, mid, role, snippet in db.execute(
-            _DETAILS_SQL, (mine, json.dumps(list(best)))
+            _DETAILS_SQL, (json.dumps(list(best)), mine)
         ):
             hits.append(
                 {

@@ -1,8 +1,8 @@
 -- Why: search scored every match of a common word (0.8 s for "the" over a million messages)
 -- and could only keep to the caller's messages after the fact. The index is rebuilt with an
--- owner column, so FTS itself keeps to one user and a newest-first scan can stop early, with
--- prefix indexes for search-as-you-type, and with automatic merging off: a background task
--- merges instead, so no request pays for it.
+-- owner column, so FTS itself can keep to one user when a newest-first scan of everyone's
+-- matches is not enough, with prefix indexes for search-as-you-type, and with automatic
+-- merging off: the server's housekeeper merges in small steps, so no request pays for it.
 
 DROP TRIGGER messages_fts_insert;
 DROP TRIGGER messages_fts_delete;
