@@ -4,12 +4,12 @@ them in later prompts. Runs on its own task after a reply; models opt in with `s
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chatapp.accounts import Principal
+from chatapp.asides import ask
 from chatapp.completions import Completions
 from chatapp.conversations import ConversationStore
 from chatapp.errors import RequestError
@@ -41,30 +41,17 @@ async def write_summary(
         return None
     lines = [f"Earlier summary: {previous}"] if previous else []
     lines += [f"{m['role']}: {m['content']}" for m in dropped]
-    body = {
-        "model": pool.model.name,
-        "max_tokens": min(256, pool.model.output_reserve),
-        "temperature": 0.2,
-        "messages": [
-            {"role": "system", "content": _ASK},
-            {"role": "user", "content": "\n".join(lines)[-8000:]},
-        ],
-    }
     try:
-        ticket = meter.admit(principal, pool.model, body)
-        try:
-            completion = await completions.create(pool, body)
-        except RequestError:
-            meter.finish(ticket, status="error", usage=None, upstream=None)
-            raise
-        meter.finish(
-            ticket,
-            status="ok",
-            usage=completion.usage,
-            upstream=completion.upstream.name,
+        summary = await ask(
+            meter=meter,
+            completions=completions,
+            principal=principal,
+            pool=pool,
+            system=_ASK,
+            user="\n".join(lines)[-8000:],
+            max_tokens=min(256, pool.model.output_reserve),
             conversation_id=conversation_id,
         )
-        summary = json.loads(completion.content)["choices"][0]["message"]["content"] or ""
     except (RequestError, ValueError, KeyError, IndexError, TypeError) as exc:
         log.info("no summary for %s this time: %s", conversation_id, exc)
         return None

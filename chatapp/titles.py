@@ -3,11 +3,11 @@ question's first words as the fallback. Runs on its own task: it never delays an
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 from chatapp.accounts import Principal
+from chatapp.asides import ask
 from chatapp.completions import Completions
 from chatapp.conversations import ConversationStore
 from chatapp.errors import RequestError
@@ -53,31 +53,18 @@ async def write_title(
 
     Only an untitled conversation gets one, so a title the user set meanwhile wins.
     """
-    body = {
-        "model": pool.model.name,
-        "max_tokens": 16,
-        "temperature": 0.2,
-        "messages": [
-            {"role": "system", "content": _ASK},
-            {"role": "user", "content": question[:2000]},
-        ],
-    }
     title = ""
     try:
-        ticket = meter.admit(principal, pool.model, body)
-        try:
-            completion = await completions.create(pool, body)
-        except RequestError:
-            meter.finish(ticket, status="error", usage=None, upstream=None)
-            raise
-        meter.finish(
-            ticket,
-            status="ok",
-            usage=completion.usage,
-            upstream=completion.upstream.name,
+        answer = await ask(
+            meter=meter,
+            completions=completions,
+            principal=principal,
+            pool=pool,
+            system=_ASK,
+            user=question[:2000],
+            max_tokens=16,
             conversation_id=conversation_id,
         )
-        answer = json.loads(completion.content)["choices"][0]["message"]["content"] or ""
         title = clean_title(answer)
     except (RequestError, ValueError, KeyError, IndexError, TypeError) as exc:
         log.info("title for %s falls back to the question's words: %s", conversation_id, exc)
