@@ -14,11 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import os
-import platform
 import random
-import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -28,8 +24,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from report import Row, console_for, percentile, print_facts, print_table
 
 from chatapp.accounts import Accounts
 from chatapp.conversations import ConversationStore
@@ -99,16 +94,6 @@ QUICK = dataclasses.replace(
 
 
 @dataclass(frozen=True)
-class Row:
-    """One line of the result table; `ok` is None for facts that have no target."""
-
-    what: str
-    measured: str
-    target: str = "-"
-    ok: bool | None = None
-
-
-@dataclass(frozen=True)
 class Corpus:
     """The generated user's data that the timed calls pick from."""
 
@@ -117,12 +102,6 @@ class Corpus:
     long_ids: list[str]  # live conversations with 200+ messages on their branch
     leaves: dict[str, str]  # live conversation -> its current leaf
     vocabulary: list[str]  # most frequent first
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile; the samples are already sorted once for every q."""
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 def timed_ms(calls: Sequence[Callable[[], object]]) -> list[float]:
@@ -494,13 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    # Not a terminal (piped, CI): wide enough that each row stays on one line.
-    console = Console(width=None if sys.stdout.isatty() else 130)
-    console.print(
-        f"python {platform.python_version()} ({sys.implementation.name}), "
-        f"{os.cpu_count()} cpus, sqlite {sqlite3.sqlite_version}, "
-        f"{platform.machine()} {platform.system()}{' [quick]' if args.quick else ''}"
-    )
+    console = console_for(130)
+    print_facts(console, quick=args.quick)
     started = time.perf_counter()
     rng = random.Random(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -520,13 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += bench_turns(store, corpus, writer, sizes)
         store.db.conn.close()
 
-    table = Table(title=f"conversations targets ({time.perf_counter() - started:.0f} s)")
-    for column in ("what", "measured", "target", "verdict"):
-        table.add_column(column, justify="right" if column == "measured" else "left")
-    for row in rows:
-        verdict = "-" if row.ok is None else "[green]pass" if row.ok else "[red]fail"
-        table.add_row(row.what, row.measured, row.target, verdict)
-    console.print(table)
+    print_table(console, f"conversations targets ({time.perf_counter() - started:.0f} s)", rows)
     return 0
 
 

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import random
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -21,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from rich.console import Console
-from rich.table import Table
+from report import Row, console_for, percentile, print_facts, print_table
 
 from chatapp.ledger import REPORT_DIMENSIONS, Ledger
 from chatapp.limiter import Limiter, Subject
@@ -76,22 +72,6 @@ QUICK = dataclasses.replace(
     report_chunk=1_000_000,
     report_repeats=1,
 )
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the result table; `ok` is None for facts that have no target."""
-
-    what: str
-    measured: str
-    target: str = "-"
-    ok: bool | None = None
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile; the samples are already sorted once for every q."""
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -296,13 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    # Not a terminal (piped, CI): wide enough that each row stays on one line.
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(
-        f"python {platform.python_version()} ({sys.implementation.name}), "
-        f"{os.cpu_count()} cpus, duckdb {duckdb.__version__}, sqlite {sqlite3.sqlite_version}, "
-        f"{platform.machine()} {platform.system()}{' [quick]' if args.quick else ''}"
-    )
+    console = console_for(120)
+    print_facts(console, f"duckdb {duckdb.__version__}", quick=args.quick)
     started = time.perf_counter()
     rows: list[Row] = []
     with console.status("limiter..."):
@@ -312,13 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, console.status("report..."):
         rows += bench_report(sizes, Path(tmp))
 
-    table = Table(title=f"quota targets ({time.perf_counter() - started:.0f} s)")
-    for column in ("what", "measured", "target", "verdict"):
-        table.add_column(column, justify="right" if column == "measured" else "left")
-    for row in rows:
-        verdict = "-" if row.ok is None else "[green]pass" if row.ok else "[red]fail"
-        table.add_row(row.what, row.measured, row.target, verdict)
-    console.print(table)
+    print_table(console, f"quota targets ({time.perf_counter() - started:.0f} s)", rows)
     return 0
 
 
