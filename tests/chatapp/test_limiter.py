@@ -39,9 +39,11 @@ def test_continuous_refill_never_refuses_a_client_sending_exactly_at_its_rate() 
     clock = Clock()
     limiter = Limiter(clock)
     subjects = _key(requests_per_minute=60, tokens_per_minute=6000)
+    admitted = []
     for _ in range(600):  # ten minutes at exactly 1 request and 100 tokens a second
-        limiter.admit("m", subjects, 100)
+        admitted.append(limiter.admit("m", subjects, 100))
         clock.now += 1.0
+    assert len(admitted) == 600
 
 
 def test_refill_is_proportional_to_time_and_capped_at_capacity() -> None:
@@ -169,9 +171,13 @@ def test_sending_exactly_at_the_rate_after_a_burst_is_never_refused(rpm: int) ->
     subjects = _key(requests_per_minute=rpm)
     for _ in range(rpm):
         limiter.admit("m", subjects, 0)
+    paced = []
     for _ in range(3 * rpm):
         clock.now += 60 / rpm
-        limiter.admit("m", subjects, 0)  # float drift must not turn this into a 429
+        paced.append(limiter.admit("m", subjects, 0))  # float drift must not make it a 429
+    assert len(paced) == 3 * rpm
+    with pytest.raises(RateLimited):  # and the bucket really is full: one more is refused
+        limiter.admit("m", subjects, 0)
 
 
 @pytest.mark.parametrize("kind", ["requests_per_minute", "tokens_per_day", "concurrent_streams"])

@@ -26,7 +26,9 @@ def test_a_failed_usage_write_still_frees_the_reservation(tmp_path: Path) -> Non
     db.conn.execute("DROP TABLE usage_outbox")  # every write now fails
     for ticket in tickets:
         meter.finish(ticket, status="ok", usage={"prompt_tokens": "x"}, upstream=None)
-    meter.admit(principal, model, body)  # both stream slots came back
+    again = meter.admit(principal, model, body)  # both stream slots came back
+    key = again.subjects[0]
+    assert meter.limiter.streams_in_use("smollm2", key) == 1
 
 
 def test_headers_report_a_spent_daily_limit_rather_than_a_roomy_minute() -> None:
