@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ import sqlite_utils
 from chatapp.errors import InvalidRequest, NotFound
 from chatapp.ids import new_id
 
-__all__ = ["PATCHABLE", "ConversationStore", "Page", "message_texts"]
+__all__ = ["PATCHABLE", "ConversationStore", "Page"]
 
 PATCHABLE = ("title", "system_prompt", "model", "tags", "folder", "pinned", "archived")
 _CONVERSATION = (
@@ -224,8 +224,6 @@ class ConversationStore:
     def update(self, user_id: int, cid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         self.get(user_id, cid)
         values = _checked(fields)
-        if "model" in values and values["model"] is None:
-            values["model"] = None
         if values:
             assignments = ", ".join(f"{name} = ?" for name in values)  # names from PATCHABLE
             with self.db.conn:
@@ -449,8 +447,3 @@ def _checked(fields: Mapping[str, Any]) -> dict[str, Any]:
                 raise InvalidRequest("'tags' must be a list of strings.", param="tags")
             values[name] = json.dumps(sorted(set(value)))
     return values
-
-
-def message_texts(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """Stored messages as chat messages for an engine."""
-    return [{"role": m["role"], "content": m["content"]} for m in messages]

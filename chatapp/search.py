@@ -105,10 +105,9 @@ def search(
         ranked, _ = _candidates(db, f'owner:"u{user_id}" AND {content}', user_id)
     ranked.sort(key=lambda row: row[1])
     best = {rowid: rank for rowid, rank in ranked[:limit]}
-    mine = content
     if best:
         for rowid, cid, title, mid, role, snippet in db.execute(
-            _DETAILS_SQL, (json.dumps(list(best)), mine)
+            _DETAILS_SQL, (json.dumps(list(best)), content)
         ):
             hits.append(
                 {
