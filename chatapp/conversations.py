@@ -37,6 +37,10 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _cutoff(older_than: timedelta) -> str:
+    return (datetime.now(UTC) - older_than).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of a listing and the cursor of the next (None at the end)."""
@@ -246,20 +250,43 @@ class ConversationStore:
                 "UPDATE messages SET status = 'incomplete' WHERE status = 'streaming'"
             ).rowcount
 
-    def purge(self, older_than: timedelta) -> int:
-        """Really delete conversations soft-deleted longer ago than `older_than`."""
-        cutoff = (datetime.now(UTC) - older_than).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    def purge(self, older_than: timedelta, *, limit: int | None = None) -> int:
+        """Really delete conversations soft-deleted longer ago than `older_than` (at most
+        `limit` of them, so a big purge can go in short transactions with progress shown)."""
+        cutoff = _cutoff(older_than)
         with self.db.conn:
-            # Messages first: their search-index trigger needs the conversation's owner.
-            self.db.execute(
-                "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM conversations"
-                " WHERE deleted_at IS NOT NULL AND deleted_at < ?)",
-                (cutoff,),
-            )
-            return self.db.execute(
-                "DELETE FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?",
-                (cutoff,),
-            ).rowcount
+            ids = [
+                row[0]
+                for row in self.db.execute(
+                    "SELECT id FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?"
+                    " ORDER BY deleted_at LIMIT ?",
+                    (cutoff, -1 if limit is None else limit),
+                )
+            ]
+            for start in range(0, len(ids), 500):
+                batch = ids[start : start + 500]
+                marks = ", ".join("?" * len(batch))
+                # Messages first: their search-index trigger needs the conversation's owner.
+                self.db.execute(f"DELETE FROM messages WHERE conversation_id IN ({marks})", batch)
+                self.db.execute(f"DELETE FROM conversations WHERE id IN ({marks})", batch)
+        return len(ids)
+
+    def purgeable(self, older_than: timedelta) -> int:
+        """How many deleted conversations a purge with `older_than` would remove now."""
+        row = self.db.execute(
+            "SELECT count(*) FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?",
+            (_cutoff(older_than),),
+        ).fetchone()
+        return int(row[0])
+
+    def ids_of(self, user_id: int | None) -> list[tuple[str, int]]:
+        """(conversation id, owner) of every live conversation, or one user's, oldest first."""
+        where = "deleted_at IS NULL" + ("" if user_id is None else " AND user_id = ?")
+        rows = self.db.execute(
+            f"SELECT id, user_id FROM conversations WHERE {where} ORDER BY created_at, id",
+            () if user_id is None else (user_id,),
+        )
+        return [(cid, owner) for cid, owner in rows]
 
     # Messages ----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ ChatAppError
     ├── AuthenticationError     401: missing, unknown, expired or revoked key
     ├── PermissionDenied        403: the key lacks the scope for this route
     ├── NotFound                404: unknown model or route
+    ├── Conflict                409: a name that must be unique is taken
     ├── PayloadTooLarge         413: body over the configured limit
     ├── RateLimited             429: a quota is spent for now (carries Retry-After)
     ├── EngineUnavailable       503: no engine for the model is ready (carries Retry-After)
@@ -20,6 +21,7 @@ __all__ = [
     "AuthenticationError",
     "ChatAppError",
     "ConfigError",
+    "Conflict",
     "EngineUnavailable",
     "InvalidRequest",
     "NotFound",
@@ -87,6 +89,12 @@ class NotFound(RequestError):
     """The named model or route does not exist."""
 
     code = "not_found"
+
+
+class Conflict(RequestError):
+    """The change would clash with what exists (a name already taken)."""
+
+    code = "conflict"
 
 
 class PayloadTooLarge(RequestError):

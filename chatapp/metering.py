@@ -129,51 +129,8 @@ class Meter:
         """
         subjects = self.quotas.subjects(principal, model.name)
         tokens = tokens if tokens is not None else model.output_reserve
-        buckets = []
-        refusals = []
-        for state in self.limiter.state(model.name, subjects):
-            cost = tokens if state.kind.startswith("tokens") else 1
-            fits = cost <= state.available
-            wait = (
-                0.0
-                if fits
-                else (cost - state.available)
-                * state.refill_seconds
-                / max(1e-9, state.limit - state.available)
-            )
-            row = {
-                "level": state.level,
-                "subject_id": state.subject_id,
-                "kind": state.kind,
-                "limit": state.limit,
-                "available": round(state.available, 3),
-                "refill_seconds": round(state.refill_seconds, 3),
-                "fits": fits,
-                "never_fits": cost > state.limit,
-                "wait_seconds": round(wait, 3),
-            }
-            buckets.append(row)
-            if not fits:
-                refusals.append(row)
-        for subject in subjects:
-            limit = subject.limits.concurrent_streams
-            if limit is None:
-                continue
-            in_use = self.limiter.streams_in_use(model.name, subject)
-            row = {
-                "level": subject.level,
-                "subject_id": subject.id,
-                "kind": "concurrent_streams",
-                "limit": limit,
-                "available": limit - in_use,
-                "refill_seconds": 0.0,
-                "fits": in_use < limit,
-                "never_fits": False,
-                "wait_seconds": 0.0,
-            }
-            buckets.append(row)
-            if in_use >= limit:
-                refusals.append(row)
+        buckets = self.buckets(subjects, model.name, tokens)
+        refusals = [row for row in buckets if not row["fits"]]
         refused_by = max(refusals, key=lambda r: (r["never_fits"], r["wait_seconds"]), default=None)
         return {
             "model": model.name,
@@ -184,6 +141,53 @@ class Meter:
             "limits": {s.level: s.limits.as_dict() for s in subjects},
             "buckets": buckets,
         }
+
+    def buckets(self, subjects: Sequence[Subject], model: str, tokens: int) -> list[dict[str, Any]]:
+        """Every bucket of these subjects now: limit, what is available, refill, and whether
+        a request of `tokens` fits (read only: nothing is taken)."""
+        rows = []
+        for state in self.limiter.state(model, subjects):
+            cost = tokens if state.kind.startswith("tokens") else 1
+            fits = cost <= state.available
+            wait = (
+                0.0
+                if fits
+                else (cost - state.available)
+                * state.refill_seconds
+                / max(1e-9, state.limit - state.available)
+            )
+            rows.append(
+                {
+                    "level": state.level,
+                    "subject_id": state.subject_id,
+                    "kind": state.kind,
+                    "limit": state.limit,
+                    "available": round(state.available, 3),
+                    "refill_seconds": round(state.refill_seconds, 3),
+                    "fits": fits,
+                    "never_fits": cost > state.limit,
+                    "wait_seconds": round(wait, 3),
+                }
+            )
+        for subject in subjects:
+            limit = subject.limits.concurrent_streams
+            if limit is None:
+                continue
+            in_use = self.limiter.streams_in_use(model, subject)
+            rows.append(
+                {
+                    "level": subject.level,
+                    "subject_id": subject.id,
+                    "kind": "concurrent_streams",
+                    "limit": limit,
+                    "available": limit - in_use,
+                    "refill_seconds": 0.0,
+                    "fits": in_use < limit,
+                    "never_fits": False,
+                    "wait_seconds": 0.0,
+                }
+            )
+        return rows
 
     def remaining(self, principal: Principal, model: ModelConfig) -> dict[str, Any]:
         """For each limit kind, the strictest level's limit and what is left of it now."""

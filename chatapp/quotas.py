@@ -1,5 +1,7 @@
 """Which limits apply to a request: tiers from models.toml, overridden per org, user and key.
 
+A tier's own values can be changed at run time too (`tier_limits`, on top of models.toml).
+
 The org level uses the org's tier; the user and key levels use the user's tier (the org's when
 the user has none). Overrides stored in SQLite replace single values at one level, for every
 model ('') or for one. Overrides live in memory as well, updated by the same calls that write
@@ -42,6 +44,11 @@ class Quotas:
         self.db = db
         self._overrides: dict[tuple[str, int], dict[str, dict[str, int | None]]] = {}
         self._cache: dict[tuple[object, ...], tuple[Subject, ...]] = {}
+        self._tier_overrides: dict[str, dict[str, dict[str, int | None]]] = {}
+        for tier, model, kind, value in db.execute(
+            "SELECT tier, model, kind, value FROM tier_limits"
+        ):
+            self._tier_overrides.setdefault(tier, {}).setdefault(model, {})[kind] = value
         for level, subject_id, model, kind, value in db.execute(
             "SELECT level, subject_id, model, kind, value FROM limit_overrides"
         ):
@@ -61,8 +68,8 @@ class Quotas:
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
-        user_limits = self.config.tier(user_tier).for_model(model)
-        org_limits = self.config.tier(principal.org_tier).for_model(model)
+        user_limits = self.tier_limits(user_tier, model)
+        org_limits = self.tier_limits(principal.org_tier, model)
         subjects = (
             Subject(
                 "key", principal.key_id, self._apply("key", principal.key_id, model, user_limits)
@@ -79,6 +86,44 @@ class Quotas:
         self._cache[cache_key] = subjects
         return subjects
 
+    def tier_limits(self, tier_name: str | None, model: str) -> Limits:
+        """A tier's limits for a model: models.toml, then values set at run time."""
+        tier = self.config.tier(tier_name)
+        overrides = self._tier_overrides.get(tier.name)
+        limits = tier.for_model(model)
+        if not overrides:
+            return limits
+        return limits.overlay(overrides.get("", {})).overlay(overrides.get(model, {}))
+
+    def tier_overrides(self, tier: str) -> Mapping[str, Mapping[str, int | None]]:
+        return self._tier_overrides.get(tier, {})
+
+    def set_tier_limit(self, tier: str, model: str, kind: str, value: int | None) -> None:
+        """Change one limit of a tier (for every model, or one) from the next request on."""
+        if tier not in self.config.tiers:
+            known = ", ".join(sorted(self.config.tiers)) or "none"
+            raise InvalidRequest(f"unknown tier '{tier}' (defined: {known})", param="tier")
+        _check(Override("tier", 0, model, kind, value), self.config)
+        with self.db.conn:
+            self.db.execute(
+                "INSERT INTO tier_limits (tier, model, kind, value) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (tier, model, kind) DO UPDATE SET value = excluded.value,"
+                " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+                (tier, model, kind, value),
+            )
+        self._tier_overrides.setdefault(tier, {}).setdefault(model, {})[kind] = value
+        self._cache.clear()
+
+    def clear_tier_limit(self, tier: str, model: str, kind: str) -> None:
+        """Forget a run-time tier value: models.toml's applies again."""
+        with self.db.conn:
+            self.db.execute(
+                "DELETE FROM tier_limits WHERE tier = ? AND model = ? AND kind = ?",
+                (tier, model, kind),
+            )
+        self._tier_overrides.get(tier, {}).get(model, {}).pop(kind, None)
+        self._cache.clear()
+
     def _apply(self, level: str, subject_id: int, model: str, limits: Limits) -> Limits:
         overrides = self._overrides.get((level, subject_id))
         if not overrides:
@@ -90,18 +135,7 @@ class Quotas:
         for override in overrides:
             if override.level not in LEVELS:
                 raise InvalidRequest(f"level must be one of {', '.join(LEVELS)}", param="level")
-            if override.kind not in LIMIT_KINDS:
-                raise InvalidRequest(
-                    f"unknown limit '{override.kind}' (one of {', '.join(LIMIT_KINDS)})",
-                    param=f"limits.{override.kind}",
-                )
-            if override.value is not None and not 0 <= override.value <= MAX_LIMIT:
-                raise InvalidRequest(
-                    f"limits.{override.kind} must be between 0 and {MAX_LIMIT}, or null",
-                    param=f"limits.{override.kind}",
-                )
-            if override.model and override.model not in self.config.models:
-                raise InvalidRequest(f"unknown model '{override.model}'", param="model")
+            _check(override, self.config)
         with self.db.conn:
             for o in overrides:
                 self.db.execute(
@@ -130,3 +164,19 @@ class Quotas:
 
     def overrides_of(self, level: str, subject_id: int) -> Mapping[str, Mapping[str, int | None]]:
         return self._overrides.get((level, subject_id), {})
+
+
+def _check(override: Override, config: Config) -> None:
+    """A known limit kind, a value SQLite and the buckets can hold, and a known model."""
+    if override.kind not in LIMIT_KINDS:
+        raise InvalidRequest(
+            f"unknown limit '{override.kind}' (one of {', '.join(LIMIT_KINDS)})",
+            param=f"limits.{override.kind}",
+        )
+    if override.value is not None and not 0 <= override.value <= MAX_LIMIT:
+        raise InvalidRequest(
+            f"limits.{override.kind} must be between 0 and {MAX_LIMIT}, or null",
+            param=f"limits.{override.kind}",
+        )
+    if override.model and override.model not in config.models:
+        raise InvalidRequest(f"unknown model '{override.model}'", param="model")

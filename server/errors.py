@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 
 from chatapp.errors import (
     AuthenticationError,
+    Conflict,
     EngineUnavailable,
     InvalidRequest,
     NotFound,
@@ -29,6 +30,7 @@ _STATUS: dict[type[RequestError], tuple[int, str]] = {
     AuthenticationError: (401, "authentication_error"),
     PermissionDenied: (403, "permission_error"),
     NotFound: (404, "invalid_request_error"),
+    Conflict: (409, "invalid_request_error"),
     PayloadTooLarge: (413, "invalid_request_error"),
     RateLimited: (429, "rate_limit_error"),
     EngineUnavailable: (503, "server_error"),

@@ -128,6 +128,9 @@ url = "{scripted.url}"
 
 [[models.dead.nodes]]
 url = "http://127.0.0.1:{free_port()}/v1"
+
+[tiers.trial]                       # tiny, for tests that switch a user onto it
+requests_per_minute = 2
 """
     path = tmp_path_factory.mktemp("config") / "models.toml"
     path.write_text(text)

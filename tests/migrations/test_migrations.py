@@ -33,6 +33,7 @@ def test_empty_data_dir_gets_every_table_with_its_columns(tmp_path: Path) -> Non
     assert {"id", "conversation_id", "parent_id", "role", "content", "status"} <= _columns(
         conn, "messages"
     )
+    assert {"tier", "model", "kind", "value"} <= _columns(conn, "tier_limits")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     versions = [m.version for m in discover_migrations(migrations_dir())]

@@ -223,7 +223,7 @@ def test_ledger_has_one_row_per_request_with_the_engine_usage(server: LiveServer
         timeout=30,
         headers={"Authorization": f"Bearer {server.key}"},
     ).text
-    assert csv_text.splitlines()[0].startswith("key,requests,prompt_tokens")
+    assert csv_text.splitlines()[0].startswith("key,name,requests,prompt_tokens")
 
 
 def test_own_usage_shows_today_and_what_is_left(server: LiveServer) -> None:
@@ -246,7 +246,7 @@ def test_admin_routes_need_the_admin_scope(server: LiveServer) -> None:
     assert response.status_code == 403
     assert response.json()["error"]["type"] == "permission_error"
     tiers = _admin(server, "GET", "/admin/tiers").json()
-    assert set(tiers["tiers"]) == {"free", "pro", "enterprise"}
+    assert set(tiers["tiers"]) == {"free", "pro", "enterprise", "trial"}
 
 
 def test_reports_by_every_dimension_and_clear_errors(server: LiveServer) -> None:

@@ -1,0 +1,109 @@
+"""/admin/conversations: export every conversation (JSON Lines), import them, purge deleted ones.
+
+An export line is the same JSON as a user's own export plus the owner's name, so the file
+moves conversations between servers; importing re-creates them under new ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+
+from chatapp.directory import Directory
+from chatapp.errors import InvalidRequest
+from chatapp.sharing import Sharing
+from server.auth import authenticate
+from server.body import read_json
+from server.state import GatewayState, state_of
+
+__all__ = ["export_all", "import_one", "purge_deleted"]
+
+# A single conversation can be far larger than a chat request; admins may import it whole.
+_IMPORT_LIMIT = 32 * 1024 * 1024
+_BATCH = 50
+
+
+def _admin(request: Request) -> tuple[GatewayState, Directory]:
+    authenticate(request, "admin")
+    state = state_of(request)
+    config = state.config
+    return state, Directory(state.accounts.db, config.tiers, config.server.default_tier)
+
+
+async def export_all(request: Request) -> StreamingResponse:
+    """GET ?user=: every live conversation (or one user's), one JSON object per line.
+
+    x-total-count says how many lines will come, for a progress bar. Conversations are read
+    in small batches with a yield between them, so a big export never stalls other requests.
+    """
+    state, directory = _admin(request)
+    ref = request.query_params.get("user")
+    owners = {u["id"]: u["name"] for u in directory.users(status=None)} | {
+        u["id"]: u["name"] for u in directory.users(status="deleted")
+    }
+    ids = state.conversations.ids_of(directory.user_id(ref) if ref else None)
+    sharing = Sharing(state.conversations)
+
+    async def lines() -> AsyncIterator[bytes]:
+        for start in range(0, len(ids), _BATCH):
+            chunk = []
+            for cid, owner in ids[start : start + _BATCH]:
+                record = {**sharing.export(owner, cid), "user": owners.get(owner)}
+                chunk.append(json.dumps(record, ensure_ascii=False) + "\n")
+            yield "".join(chunk).encode("utf-8")
+            await asyncio.sleep(0)
+
+    return StreamingResponse(
+        lines(),
+        media_type="application/x-ndjson",
+        headers={"x-total-count": str(len(ids))},
+    )
+
+
+async def import_one(request: Request) -> JSONResponse:
+    """POST ?user=: one exported conversation (a line of an export) for that user, or for the
+    user the line names."""
+    state, directory = _admin(request)
+    data = await read_json(request, max(_IMPORT_LIMIT, state.config.server.max_body_bytes))
+    ref = request.query_params.get("user") or data.get("user")
+    if not isinstance(ref, str | int) or ref == "":
+        raise InvalidRequest("say whose conversation this is: ?user=<name or id>", param="user")
+    user_id = directory.user_id(ref)
+    created = Sharing(state.conversations).import_(user_id, data)
+    return JSONResponse(created, status_code=201)
+
+
+async def purge_deleted(request: Request) -> JSONResponse:
+    """POST ?older_than_days=0&limit=500&dry_run=false: delete for good what users deleted.
+
+    Answers how many went and how many are left, so a client can purge in short batches.
+    """
+    state, _ = _admin(request)
+    days = _number(request, "older_than_days", 0.0)
+    limit = int(_number(request, "limit", 500))
+    if limit < 1:
+        raise InvalidRequest("limit must be at least 1", param="limit")
+    older_than = timedelta(days=days)
+    store = state.conversations
+    if request.query_params.get("dry_run", "").lower() in ("1", "true", "yes"):
+        return JSONResponse({"purged": 0, "remaining": store.purgeable(older_than)})
+    purged = store.purge(older_than, limit=limit)
+    return JSONResponse({"purged": purged, "remaining": store.purgeable(older_than)})
+
+
+def _number(request: Request, name: str, default: float) -> float:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a number", param=name) from None
+    if not 0 <= number <= 1e6:
+        raise InvalidRequest(f"{name} must be between 0 and 1000000", param=name)
+    return number
