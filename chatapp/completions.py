@@ -56,6 +56,7 @@ class Completions:
         upstream = pool.pick()
         payload = {**upstream.prepare(body, pool.model.name), "stream": False}
         upstream.outstanding += 1
+        started = time.monotonic()
         try:
             response = await self.client.post(
                 f"{upstream.base_url}/chat/completions",
@@ -63,11 +64,12 @@ class Completions:
                 headers=upstream.headers(),
             )
         except httpx.HTTPError as exc:
-            raise _connection_error(pool, exc) from exc
+            raise _connection_error(pool, upstream, exc) from exc
         finally:
             upstream.outstanding -= 1
         if response.status_code != 200:
-            raise _upstream_error(response.status_code, response.content)
+            raise _answer_error(upstream, response.status_code, response.content)
+        upstream.record_success(time.monotonic() - started)
         try:
             usage = json.loads(response.content).get("usage")
         except (ValueError, AttributeError):
@@ -95,22 +97,34 @@ class Completions:
             headers=upstream.headers(),
         )
         upstream.outstanding += 1
+        started = time.monotonic()
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             upstream.outstanding -= 1
-            raise _connection_error(pool, exc) from exc
+            raise _connection_error(pool, upstream, exc) from exc
         if response.status_code != 200:
             try:
                 content = await response.aread()
             finally:
                 await response.aclose()
                 upstream.outstanding -= 1
-            raise _upstream_error(response.status_code, content)
+            raise _answer_error(upstream, response.status_code, content)
+        upstream.record_success(time.monotonic() - started)
         return ChatStream(self.client, upstream, response, body, include_usage)
 
 
-def _connection_error(pool: ModelPool, exc: httpx.HTTPError) -> RequestError:
+def _answer_error(upstream: Upstream, status: int, content: bytes) -> RequestError:
+    """Our error for an engine's non-200 answer; a 5xx also counts against the upstream."""
+    error = _upstream_error(status, content)
+    if status >= 500:
+        upstream.record_failure(f"HTTP {status}: {error.message}")
+    return error
+
+
+def _connection_error(pool: ModelPool, upstream: Upstream, exc: httpx.HTTPError) -> RequestError:
+    """Our error for an engine that could not be reached or did not answer; counted against it."""
+    upstream.record_failure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return EngineUnavailable(
             f"The engine for '{pool.model.name}' is not answering; retry shortly.", retry_after=5
