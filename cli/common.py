@@ -14,7 +14,7 @@ from chatapp.config import Config, load_config
 from chatapp.errors import ChatAppError
 from chatapp.paths import default_home, find_config
 
-__all__ = ["ConfigOption", "Setup", "console", "fail", "load_setup"]
+__all__ = ["ConfigOption", "Setup", "console", "err_console", "fail", "load_setup"]
 
 ConfigOption = Annotated[
     Path | None,

@@ -32,7 +32,7 @@ from chatapp.quotas import Quotas
 from chatapp.store import open_database
 from chatapp.upstreams import build_pools
 from server.errors import exception_handlers
-from server.routes import admin, sharing
+from server.routes import admin, admin_conversations, directory, fleet, sharing
 from server.routes import conversations as conv
 from server.routes.chat import chat_completions
 from server.routes.health import healthz, readyz
@@ -70,7 +70,23 @@ routes = [
     Route("/admin/limits/{level}/{subject_id:int}", admin.set_limits, methods=["PUT", "DELETE"]),
     Route("/admin/{table:str}/{subject_id:int}/tier", admin.set_tier, methods=["PUT"]),
     Route("/admin/quota/explain", admin.explain_quota, methods=["GET"]),
+    Route("/admin/quota/{level}/{ref}", admin.quota, methods=["GET"]),
+    Route("/admin/tiers/{name}", admin.tier, methods=["GET"]),
+    Route("/admin/tiers/{name}/limits", admin.set_tier_limits, methods=["PUT", "DELETE"]),
+    Route("/admin/orgs", directory.orgs, methods=["GET", "POST"]),
+    Route("/admin/orgs/{ref}", directory.org, methods=["GET", "PATCH"]),
+    Route("/admin/users", directory.users, methods=["GET", "POST"]),
+    Route("/admin/users/{ref}", directory.user, methods=["GET", "PATCH", "DELETE"]),
+    Route("/admin/keys", directory.keys, methods=["GET", "POST"]),
+    Route("/admin/keys/{ref}", directory.key, methods=["GET", "PATCH", "DELETE"]),
+    Route("/admin/conversations/export", admin_conversations.export_all, methods=["GET"]),
+    Route("/admin/conversations/import", admin_conversations.import_one, methods=["POST"]),
+    Route("/admin/conversations/purge", admin_conversations.purge_deleted, methods=["POST"]),
     Route("/admin/usage", admin.usage_report, methods=["GET"]),
+    Route("/admin/models", fleet.models_status, methods=["GET"]),
+    Route("/admin/fleet", fleet.fleet_status, methods=["GET"]),
+    Route("/admin/fleet/drain", fleet.drain, methods=["POST"]),
+    Route("/admin/fleet/undrain", fleet.undrain, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
 ]

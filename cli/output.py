@@ -1,0 +1,156 @@
+"""One way to print results: a rich table for people, `--json` or `--csv` for scripts.
+
+Field names in JSON and CSV are the API's own, so scripts do not break when a table's
+columns are relabelled for people.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from cli.common import console
+
+__all__ = [
+    "CsvOption",
+    "Format",
+    "JsonOption",
+    "emit",
+    "emit_record",
+    "heading",
+    "output_format",
+]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (stable field names).")]
+CsvOption = Annotated[bool, typer.Option("--csv", help="Print CSV with a header row.")]
+
+
+class Format(enum.Enum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+def output_format(json_output: bool, csv_output: bool = False) -> Format:
+    if json_output and csv_output:
+        raise typer.BadParameter("choose one of --json and --csv")
+    return Format.JSON if json_output else Format.CSV if csv_output else Format.TABLE
+
+
+# Short headings where a limit's API name would not fit an 80-column terminal.
+_HEADINGS = {
+    "requests_per_minute": "req/min",
+    "tokens_per_minute": "tok/min",
+    "requests_per_day": "req/day",
+    "tokens_per_day": "tok/day",
+    "concurrent_streams": "streams",
+    "changed_at_run_time": "changed",
+}
+_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(:\d\d(\.\d+)?)?Z?$")
+
+
+def heading(column: str) -> str:
+    return _HEADINGS.get(column, column.replace("_", " "))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, str) and (stamp := _TIMESTAMP.match(value)):
+        return f"{stamp[1]} {stamp[2]}"  # UTC to the minute: what a person reads in a table
+    if isinstance(value, str) and value in _HEADINGS:
+        return _HEADINGS[value]
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def emit(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    fmt: Format,
+    *,
+    title: str | None = None,
+    empty: str = "nothing to show",
+) -> None:
+    """Print rows: `columns` picks and orders the table's (and the CSV's) fields."""
+    if fmt is Format.JSON:
+        typer.echo(json.dumps(list(rows), indent=2, default=str))
+        return
+    if fmt is Format.CSV:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
+        return
+    if not rows:
+        console.print(f"[dim]{empty}[/]")
+        return
+    table = Table(
+        title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [
+        max(max(len(line[i]) for line in cells), *(len(w) for w in heading(c).split()))
+        for i, c in enumerate(columns)
+    ]
+    # When the table fits, nothing wraps; else names (the first two columns) and numbers
+    # keep their width and free text folds onto more lines. Nothing is cut off.
+    numeric = [any(isinstance(r.get(c), int | float) for r in rows) for c in columns]
+    keep = [True] * len(columns)
+    if sum(widths) + 2 * len(columns) > console.width:
+        keep = [number or i < 2 for i, number in enumerate(numeric)]
+        kept = sum(w + 2 for w, k in zip(widths, keep, strict=True) if k)
+        if kept + 4 * keep.count(False) > console.width:
+            keep = [False] * len(columns)
+    for index, column in enumerate(columns):
+        table.add_column(
+            heading(column),
+            justify="right" if numeric[index] else "left",
+            min_width=widths[index] if keep[index] else None,
+            overflow="fold",
+        )
+    for line in cells:
+        table.add_row(*line)
+    console.print(table)
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return value
+
+
+def emit_record(record: Mapping[str, Any], fmt: Format, *, title: str | None = None) -> None:
+    """Print one object: JSON as is, else a two-column table of its fields."""
+    if fmt is Format.JSON:
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    if fmt is Format.CSV:
+        emit([record], list(record), fmt)
+        return
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in record.items():
+        table.add_row(heading(key), _cell(value))
+    console.print(table)
