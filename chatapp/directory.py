@@ -83,12 +83,26 @@ def parse_expiry(value: object) -> str | None:
         raise InvalidRequest("expires_at must be an ISO date or time, or null", param="expires_at")
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        return _stamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    except (ValueError, OverflowError):
         raise InvalidRequest(
             f"expires_at must be an ISO date or time, e.g. 2027-01-31 (got '{value}')",
             param="expires_at",
         ) from None
-    return _stamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def _email(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or "@" not in value or len(value) > 254):
+        raise InvalidRequest("email must look like name@example.com", param="email")
+    return value
+
+
+def _label(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 100:
+        raise InvalidRequest("name must be a short label (up to 100 characters)", param="name")
+    return value
 
 
 def _scopes(value: object) -> frozenset[str]:
@@ -131,8 +145,12 @@ class Directory:
             raise InvalidRequest(f"unknown tier '{value}' (defined: {known})", param="tier")
         return value
 
-    def _id_of(self, table: str, column: str, ref: str | int, what: str) -> int:
+    def _id_of(self, table: str, column: str, ref: object, what: str) -> int:
         """The id of a row named by its id or its unique name (or prefix)."""
+        if isinstance(ref, bool) or not isinstance(ref, str | int):
+            raise InvalidRequest(f"{what} must be a name or an id", param=what)
+        if isinstance(ref, int) and not 0 < ref < 2**63:
+            raise NotFound(f"No {what} with id {ref}.", param=what)
         by_id = isinstance(ref, int) or (ref.isascii() and ref.isdigit() and len(ref) < 19)
         where = "id" if by_id else column
         rows = self.db.execute(
@@ -169,19 +187,11 @@ class Directory:
 
     def update_org(self, ref: str | int, fields: Mapping[str, Any]) -> dict[str, Any]:
         org_id = self._id_of("orgs", "name", ref, "org")
-        _only(fields, {"tier", "name"})
+        _only(fields, {"tier"})
         with self.db.conn:
             if "tier" in fields:
                 tier = self._tier(fields["tier"], optional=False)
                 self.db.execute("UPDATE orgs SET tier = ? WHERE id = ?", (tier, org_id))
-            if "name" in fields:
-                name = _name(fields["name"], "org")
-                clash = self.db.execute(
-                    "SELECT 1 FROM orgs WHERE name = ? AND id != ?", (name, org_id)
-                ).fetchone()
-                if clash:
-                    raise Conflict(f"An org named '{name}' exists already.", param="name")
-                self.db.execute("UPDATE orgs SET name = ? WHERE id = ?", (name, org_id))
         return self.org(org_id)
 
     # Users -----------------------------------------------------------------------------
@@ -226,9 +236,7 @@ class Directory:
         name = _name(fields.get("name"), "user")
         org_id = self._id_of("orgs", "name", fields.get("org") or "default", "org")
         tier = self._tier(fields.get("tier"), optional=True)
-        email = fields.get("email")
-        if email is not None and (not isinstance(email, str) or "@" not in email):
-            raise InvalidRequest("email must look like name@example.com", param="email")
+        email = _email(fields.get("email"))
         with self.db.conn:
             if self.db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"A user named '{name}' exists already.", param="name")
@@ -242,6 +250,9 @@ class Directory:
         """Change tier (null: the org's), status (active/suspended) or org of a user."""
         _only(fields, {"tier", "status", "org", "email"})
         user_id = self.user_id(ref)
+        status = self.db.execute("SELECT status FROM users WHERE id = ?", (user_id,)).fetchone()
+        if status[0] == "deleted":
+            raise Conflict(f"The user '{ref}' is deleted; it cannot be changed.", param="user")
         with self.db.conn:
             if "tier" in fields:
                 tier = self._tier(fields["tier"], optional=True)
@@ -260,7 +271,7 @@ class Directory:
                 self.db.execute("UPDATE users SET org_id = ? WHERE id = ?", (org_id, user_id))
             if "email" in fields:
                 self.db.execute(
-                    "UPDATE users SET email = ? WHERE id = ?", (fields["email"], user_id)
+                    "UPDATE users SET email = ? WHERE id = ?", (_email(fields["email"]), user_id)
                 )
         return self.user(user_id)
 
@@ -319,9 +330,7 @@ class Directory:
         if status == "deleted":
             raise InvalidRequest("that user is deleted: keys cannot be made for it", param="user")
         scopes = _scopes(fields.get("scopes", ["chat"]))
-        name = fields.get("name") or ""
-        if not isinstance(name, str) or len(name) > 100:
-            raise InvalidRequest("name must be a short label", param="name")
+        name = _label(fields.get("name"))
         expires_at = parse_expiry(fields.get("expires_at"))
         created = self.accounts.create_key(user_id, scopes=scopes, name=name)
         if expires_at is not None:
@@ -346,7 +355,7 @@ class Directory:
                 self.db.execute("UPDATE api_keys SET scopes = ? WHERE id = ?", (scopes, key_id))
             if "name" in fields:
                 self.db.execute(
-                    "UPDATE api_keys SET name = ? WHERE id = ?", (str(fields["name"]), key_id)
+                    "UPDATE api_keys SET name = ? WHERE id = ?", (_label(fields["name"]), key_id)
                 )
         return self.key(key_id)
 

@@ -47,7 +47,10 @@ class AdminClient:
     def __init__(self, target: Target, *, timeout: float = 30.0) -> None:
         self.target = target
         headers = {"Authorization": f"Bearer {target.key}"} if target.key else {}
-        self.http = httpx.Client(base_url=target.url, headers=headers, timeout=timeout)
+        try:
+            self.http = httpx.Client(base_url=target.url, headers=headers, timeout=timeout)
+        except httpx.InvalidURL:
+            raise fail(f"'{target.url}' is not a URL: pass --url http://HOST:PORT") from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
@@ -84,6 +87,9 @@ class AdminClient:
             response = self.http.request(method, path, json=json, content=content, params=query)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
+        except httpx.InvalidURL:
+            url = self.target.url
+            raise fail(f"'{url}' is not a usable URL: pass --url http://HOST:PORT") from None
         self._check(response)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()

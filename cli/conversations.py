@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import IO, Annotated
@@ -39,22 +41,41 @@ def export(
     ] = None,
     user: Annotated[str | None, typer.Option(help="Only this user's (name or id).")] = None,
 ) -> None:
-    """Write every conversation (all branches) as JSON Lines, one conversation per line."""
+    """Write every conversation (all branches) as JSON Lines, one conversation per line.
+
+    A file is written beside its final name and renamed only when the export is whole, so a
+    failed export never replaces (or empties) an earlier one.
+    """
     client = client_of(ctx)
-    target: IO[str]
-    with (
-        open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout) as target,
-        _progress() as progress,
-        client.stream("/admin/conversations/export", user=user) as response,
-    ):
-        total = int(response.headers.get("x-total-count", "0"))
-        task = progress.add_task("exporting", total=total)
-        for line in response.iter_lines():
-            if line:
-                target.write(line + "\n")
-                progress.advance(task)
+    partial = output.with_name(output.name + ".part") if output else None
+    try:
+        with (
+            client.stream("/admin/conversations/export", user=user) as response,
+            open(partial, "w", encoding="utf-8") if partial else nullcontext(sys.stdout) as target,
+            _progress() as progress,
+        ):
+            total = int(response.headers.get("x-total-count", "0"))
+            task = progress.add_task("exporting", total=total)
+            written = _copy_lines(response.iter_lines(), target, lambda: progress.advance(task))
+        if output and partial:
+            os.replace(partial, output)
+    except OSError as exc:
+        raise fail(f"cannot write {exc.filename or output}: {exc.strerror}") from None
+    finally:
+        if partial is not None and partial.exists():
+            partial.unlink()
     if output:
-        console.print(f"exported {total} conversation(s) to {output}", highlight=False)
+        console.print(f"exported {written} conversation(s) to {output}", highlight=False)
+
+
+def _copy_lines(lines: Iterator[str], target: IO[str], advance: Callable[[], None]) -> int:
+    written = 0
+    for line in lines:
+        if line:
+            target.write(line + "\n")
+            written += 1
+            advance()
+    return written
 
 
 @app.command("import")
@@ -70,6 +91,8 @@ def import_(
         lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as exc:
         raise fail(f"cannot read {source}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise fail(f"{source} is not a JSON Lines export (not UTF-8 text)") from None
     client = client_of(ctx)
     done = 0
     with _progress() as progress:

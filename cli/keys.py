@@ -35,7 +35,10 @@ def parse_expires(value: str) -> str | None:
     units = {"d": "days", "h": "hours", "m": "minutes"}
     number, unit = value[:-1], value[-1:]
     if unit in units and number.isdigit():
-        moment = datetime.now(UTC) + timedelta(**{units[unit]: int(number)})
+        try:
+            moment = datetime.now(UTC) + timedelta(**{units[unit]: int(number)})
+        except OverflowError:
+            raise typer.BadParameter(f"'{value}' is too far away", param_hint="--expires") from None
         return moment.isoformat()
     try:
         datetime.fromisoformat(value)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from cli.common import console
 
@@ -62,7 +63,11 @@ def heading(column: str) -> str:
     return _HEADINGS.get(column, column.replace("_", " "))
 
 
-def _cell(value: Any) -> str:
+# Identifiers read better without thousands separators.
+_PLAIN_NUMBERS = frozenset({"id", "pid", "subject_id", "user", "org", "key", "port"})
+
+
+def _cell(value: Any, column: str = "") -> str:
     if isinstance(value, str) and (stamp := _TIMESTAMP.match(value)):
         return f"{stamp[1]} {stamp[2]}"  # UTC to the minute: what a person reads in a table
     if isinstance(value, str) and value in _HEADINGS:
@@ -74,7 +79,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}".rstrip("0").rstrip(".")
     if isinstance(value, int):
-        return f"{value:,}"
+        return str(value) if column in _PLAIN_NUMBERS else f"{value:,}"
     if isinstance(value, list | tuple):
         return ", ".join(_cell(v) for v in value) or "-"
     if isinstance(value, dict):
@@ -106,7 +111,7 @@ def emit(
     table = Table(
         title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False
     )
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[_cell(row.get(c), c) for c in columns] for row in rows]
     widths = [
         max(max(len(line[i]) for line in cells), *(len(w) for w in heading(c).split()))
         for i, c in enumerate(columns)
@@ -115,11 +120,19 @@ def emit(
     # keep their width and free text folds onto more lines. Nothing is cut off.
     numeric = [any(isinstance(r.get(c), int | float) for r in rows) for c in columns]
     keep = [True] * len(columns)
-    if sum(widths) + 2 * len(columns) > console.width:
-        keep = [number or i < 2 for i, number in enumerate(numeric)]
-        kept = sum(w + 2 for w, k in zip(widths, keep, strict=True) if k)
-        if kept + 4 * keep.count(False) > console.width:
-            keep = [False] * len(columns)
+    # Keep whole as much as fits: everything, else the names and numbers, else the names.
+    for candidate in (
+        [True] * len(columns),
+        [number or i < 2 for i, number in enumerate(numeric)],
+        [i < 2 for i in range(len(columns))],
+        [False] * len(columns),
+    ):
+        kept = sum(w + 2 for w, k in zip(widths, candidate, strict=True) if k)
+        if kept + 5 * candidate.count(False) <= console.width:
+            keep = candidate
+            break
+    else:
+        keep = [False] * len(columns)
     for index, column in enumerate(columns):
         table.add_column(
             heading(column),
@@ -128,7 +141,7 @@ def emit(
             overflow="fold",
         )
     for line in cells:
-        table.add_row(*line)
+        table.add_row(*(Text(cell) for cell in line))  # values are text, never markup
     console.print(table)
 
 
@@ -152,5 +165,5 @@ def emit_record(record: Mapping[str, Any], fmt: Format, *, title: str | None = N
     table.add_column(style="bold")
     table.add_column()
     for key, value in record.items():
-        table.add_row(heading(key), _cell(value))
+        table.add_row(heading(key), Text(_cell(value, key)))
     console.print(table)

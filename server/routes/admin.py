@@ -275,13 +275,13 @@ def _time(value: str | None, default: float, param: str, *, end: bool = False) -
         return default
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if end and len(value) == 10:  # a date alone
+            parsed += timedelta(days=1)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
         raise InvalidRequest(
             f"{param} must be an ISO date or time, e.g. 2026-11-01", param=param
         ) from None
-    if end and len(value) == 10:  # a date alone
-        parsed += timedelta(days=1)
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 async def usage_report(request: Request) -> Response:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from chatapp.directory import Directory
-from chatapp.errors import InvalidRequest
+from chatapp.errors import InvalidRequest, NotFound
 from chatapp.sharing import Sharing
 from server.auth import authenticate
 from server.body import read_json
@@ -53,7 +53,11 @@ async def export_all(request: Request) -> StreamingResponse:
         for start in range(0, len(ids), _BATCH):
             chunk = []
             for cid, owner in ids[start : start + _BATCH]:
-                record = {**sharing.export(owner, cid), "user": owners.get(owner)}
+                try:
+                    exported = sharing.export(owner, cid)
+                except NotFound:
+                    continue  # deleted since the export began: not part of it any more
+                record = {**exported, "user": owners.get(owner)}
                 chunk.append(json.dumps(record, ensure_ascii=False) + "\n")
             yield "".join(chunk).encode("utf-8")
             await asyncio.sleep(0)
@@ -84,8 +88,8 @@ async def purge_deleted(request: Request) -> JSONResponse:
     Answers how many went and how many are left, so a client can purge in short batches.
     """
     state, _ = _admin(request)
-    days = _number(request, "older_than_days", 0.0)
-    limit = int(_number(request, "limit", 500))
+    days = _number(request, "older_than_days", 0.0, most=36500)
+    limit = int(_number(request, "limit", 500, most=100_000))
     if limit < 1:
         raise InvalidRequest("limit must be at least 1", param="limit")
     older_than = timedelta(days=days)
@@ -96,7 +100,7 @@ async def purge_deleted(request: Request) -> JSONResponse:
     return JSONResponse({"purged": purged, "remaining": store.purgeable(older_than)})
 
 
-def _number(request: Request, name: str, default: float) -> float:
+def _number(request: Request, name: str, default: float, *, most: float) -> float:
     value = request.query_params.get(name)
     if value is None:
         return default
@@ -104,6 +108,6 @@ def _number(request: Request, name: str, default: float) -> float:
         number = float(value)
     except ValueError:
         raise InvalidRequest(f"{name} must be a number", param=name) from None
-    if not 0 <= number <= 1e6:
-        raise InvalidRequest(f"{name} must be between 0 and 1000000", param=name)
+    if not 0 <= number <= most:
+        raise InvalidRequest(f"{name} must be between 0 and {most:g}", param=name)
     return number

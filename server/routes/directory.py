@@ -112,4 +112,6 @@ async def key(request: Request) -> JSONResponse:
     own = directory.key(ref)["id"] == principal.key_id
     if own and isinstance(scopes, list) and "admin" not in scopes:
         raise InvalidRequest("You cannot take admin scope from the key you are using.")
+    if own and fields.get("expires_at") is not None:
+        raise InvalidRequest("You cannot set an expiry on the key you are using (use another).")
     return JSONResponse(directory.update_key(ref, fields))

@@ -327,3 +327,39 @@ def test_a_server_that_is_down_says_how_to_start_it(args: list[str]) -> None:
 def test_a_wrong_key_is_a_clear_401(server: LiveServer) -> None:
     result = cli(server, "users", "list", key="ca-not-a-real-key-at-all-000", code=1)
     assert "refused the key" in result.output
+
+
+def test_text_that_looks_like_markup_is_printed_as_is(server: LiveServer) -> None:
+    user = new_user(server, "--email", "[/x]@example.com")
+    cli(server, "keys", "create", user, "--name", "[/bad] [bold]label")
+    shown = cli(server, "users", "show", user).stdout
+    assert "[/x]@example.com" in shown and "[/bad]" in shown
+    assert "[/bad]" in cli(server, "keys", "list", "--user", user).stdout
+    missing = cli(server, "users", "show", "[/x]", code=1)
+    assert "[/x]" in missing.output
+
+
+def test_a_failed_export_leaves_the_old_file_alone(tmp_path: Path) -> None:
+    backup = tmp_path / "backup.jsonl"
+    backup.write_text("precious\n")
+    down = f"http://127.0.0.1:{free_port()}"
+    result = runner.invoke(
+        app, ["--url", down, "--key", ADMIN_KEY, "conversations", "export", "-o", str(backup)]
+    )
+    assert result.exit_code == 1 and backup.read_text() == "precious\n"
+    assert list(tmp_path.iterdir()) == [backup]
+
+
+def test_unwritable_and_unreadable_files_are_one_line_errors(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    nowhere = tmp_path / "no" / "such" / "dir.jsonl"
+    unwritable = cli(server, "conversations", "export", "-o", str(nowhere), code=1)
+    assert "cannot write" in unwritable.output
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    assert "not UTF-8" in cli(server, "conversations", "import", str(binary), code=1).output
+    bad_url = runner.invoke(app, ["--url", "http://[::1", "--key", ADMIN_KEY, "users", "list"])
+    assert bad_url.exit_code == 1 and "Traceback" not in bad_url.output
+    far = cli(server, "keys", "create", "admin", "--expires", "99999999d", code=2)
+    assert "too far" in far.output
