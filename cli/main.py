@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from cli import conversations, fleet, keys, local, models, orgs, quota, tiers, usage, users
+from cli.chat import chat
 from cli.client import resolve_target
 from cli.doctor import doctor
 from cli.serve import serve
@@ -50,6 +51,7 @@ app.command()(local.init)
 app.command()(local.migrate)
 app.command()(local.key)
 app.command()(doctor)
+app.command()(chat)
 app.add_typer(users.app, name="users")
 app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")

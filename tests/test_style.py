@@ -24,7 +24,7 @@ def test_ruff_lint_and_format_are_clean() -> None:
 
 
 def test_mypy_is_clean() -> None:
-    result = _run("mypy", "chatapp", "server", "cli")
+    result = _run("mypy", "chatapp", "server", "cli", "tui")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

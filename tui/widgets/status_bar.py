@@ -1,0 +1,78 @@
+"""The line above the key hints: server, model, tokens in the conversation, quota, notices."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+__all__ = ["StatusBar", "quota_text"]
+
+# The limit shown, in order of preference: the one a person runs into over a day of chatting.
+_QUOTA_KINDS = (
+    ("tokens_per_day", "tokens today"),
+    ("requests_per_day", "requests today"),
+    ("tokens_per_minute", "tokens/min"),
+    ("requests_per_minute", "requests/min"),
+)
+
+
+def quota_text(remaining: dict[str, Any] | None) -> str:
+    """`95,000 tokens today left` from one model's /v1/usage `remaining`."""
+    if remaining is None:
+        return ""
+    for kind, words in _QUOTA_KINDS:
+        limit = remaining.get(kind)
+        if isinstance(limit, dict) and limit.get("remaining") is not None:
+            return f"{limit['remaining']:,} {words} left"
+    return "no quota limits"
+
+
+class StatusBar(Widget):
+    """One line; a notice with a deadline counts down (a 429's retry) and then clears."""
+
+    server: reactive[str] = reactive("")
+    model: reactive[str] = reactive("")
+    tokens: reactive[int] = reactive(0)
+    quota: reactive[str] = reactive("")
+    notice: reactive[str] = reactive("")
+    online: reactive[bool] = reactive(True)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._until: float | None = None
+        self._text = ""
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self._tick)
+
+    def count_down(self, text: str, seconds: float) -> None:
+        """Show `text` followed by the seconds left, until they are up."""
+        self._until = time.monotonic() + seconds
+        self._text = text
+        self._tick()
+
+    def _tick(self) -> None:
+        if self._until is None:
+            return
+        left = self._until - time.monotonic()
+        if left <= 0:
+            self._until = None
+            self.notice = ""
+        else:
+            self.notice = f"{self._text} {left:.0f} s"
+
+    def render(self) -> Text:
+        parts = [self.server if self.online else f"{self.server} (offline)"]
+        if self.model:
+            parts.append(self.model)
+        if self.tokens:
+            parts.append(f"{self.tokens:,} tokens")
+        if self.quota:
+            parts.append(self.quota)
+        if self.notice:
+            parts.append(self.notice)
+        return Text(" " + " · ".join(parts), no_wrap=True, overflow="ellipsis")
