@@ -14,6 +14,8 @@ from chatapp.limits import LIMIT_KINDS, Limits, Tier
 
 __all__ = [
     "ENGINE_KINDS",
+    "ROUTING_POLICIES",
+    "VllmOptions",
     "Config",
     "ModelConfig",
     "NodeConfig",
@@ -24,6 +26,7 @@ __all__ = [
 ]
 
 ENGINE_KINDS = ("llama.cpp", "vllm")
+ROUTING_POLICIES = ("affinity", "least_outstanding", "round_robin")
 EngineArg = str | int | float | bool
 
 
@@ -41,6 +44,10 @@ class ServerConfig:
     ledger_flush_seconds: float = 1.0
     resume_grace_seconds: float = 10.0
     deleted_retention_days: float = 30.0
+    health_check_seconds: float = 5.0
+    breaker_failures: int = 3
+    breaker_cooldown_seconds: float = 15.0
+    drain_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,19 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class VllmOptions:
+    """The `vllm serve` options chatapp knows by name; anything else goes in [args]."""
+
+    tensor_parallel_size: int = 1
+    gpus: tuple[int, ...] | None = None  # the GPUs this model's replicas share; None: all
+    gpu_memory_utilization: float | None = None
+    enable_prefix_caching: bool = True
+    tool_call_parser: str | None = None
+    dtype: str | None = None
+    quantization: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One model clients can name: a local engine chatapp supervises, remote nodes, or both."""
 
@@ -73,6 +93,10 @@ class ModelConfig:
     nodes: tuple[NodeConfig, ...] = ()
     output_reserve: int = 512
     summarize: bool = False
+    replicas: int = 1
+    vllm: VllmOptions = field(default_factory=VllmOptions)
+    fallback: str | None = None
+    routing: str = "affinity"
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,15 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     models = {name: _parse_model(models_table.table(name), name) for name in models_table.keys()}
     if not models:
         raise ConfigError(str(path), "models", "define at least one model, e.g. [models.smollm2]")
+    for model in models.values():
+        if model.fallback is not None and model.fallback not in models:
+            raise ConfigError(
+                str(path),
+                f"models.{model.name}.fallback",
+                f"names no model (defined: {', '.join(sorted(models))})",
+            )
+        if model.fallback == model.name:
+            raise ConfigError(str(path), f"models.{model.name}.fallback", "cannot be itself")
     tiers_table = table.table("tiers")
     tiers = {name: _parse_tier(tiers_table.table(name), name) for name in tiers_table.keys()}
     if tiers and server.default_tier not in tiers:
@@ -157,6 +190,10 @@ def _parse_server(t: _Table) -> ServerConfig:
         "ledger_flush_seconds",
         "resume_grace_seconds",
         "deleted_retention_days",
+        "health_check_seconds",
+        "breaker_failures",
+        "breaker_cooldown_seconds",
+        "drain_seconds",
     )
     default = ServerConfig()
     data_dir = t.string("data_dir", None)
@@ -179,6 +216,14 @@ def _parse_server(t: _Table) -> ServerConfig:
         deleted_retention_days=t.number(
             "deleted_retention_days", default.deleted_retention_days, low=0.0
         ),
+        health_check_seconds=t.number(
+            "health_check_seconds", default.health_check_seconds, low=0.05
+        ),
+        breaker_failures=t.integer("breaker_failures", default.breaker_failures, low=1),
+        breaker_cooldown_seconds=t.number(
+            "breaker_cooldown_seconds", default.breaker_cooldown_seconds, low=0.05
+        ),
+        drain_seconds=t.number("drain_seconds", default.drain_seconds, low=0.0),
     )
 
 
@@ -192,6 +237,10 @@ def _parse_model(t: _Table, name: str) -> ModelConfig:
         "nodes",
         "output_reserve",
         "summarize",
+        "replicas",
+        "fallback",
+        "routing",
+        *_VLLM_KEYS,
     )
     engine = t.string("engine", None)
     if engine is not None and engine not in ENGINE_KINDS:
@@ -225,6 +274,59 @@ def _parse_model(t: _Table, name: str) -> ModelConfig:
         nodes=nodes,
         output_reserve=t.integer("output_reserve", min(4096, context_window // 4), low=1),
         summarize=t.boolean("summarize", False),
+        replicas=t.integer("replicas", 1, low=1, high=64),
+        vllm=_parse_vllm(t, engine),
+        fallback=t.string("fallback", None),
+        routing=_routing(t),
+    )
+
+
+_VLLM_KEYS = (
+    "tensor_parallel_size",
+    "gpus",
+    "gpu_memory_utilization",
+    "enable_prefix_caching",
+    "tool_call_parser",
+    "dtype",
+    "quantization",
+)
+
+
+def _routing(t: _Table) -> str:
+    routing = t.string("routing", "affinity") or "affinity"
+    if routing not in ROUTING_POLICIES:
+        t.fail("routing", f"must be one of {', '.join(ROUTING_POLICIES)} (got {routing!r})")
+    return routing
+
+
+def _parse_vllm(t: _Table, engine: str | None) -> VllmOptions:
+    """vLLM's named options; on another engine they would be silently ignored, so refuse."""
+    if engine != "vllm":
+        for key in _VLLM_KEYS:
+            if key in t.raw:
+                t.fail(key, 'is a vLLM option: set engine = "vllm" (or pass it in [args])')
+        return VllmOptions()
+    gpus = t.raw.get("gpus")
+    if gpus is not None and (
+        not isinstance(gpus, list)
+        or not gpus
+        or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus)
+        or len(set(gpus)) != len(gpus)
+    ):
+        t.fail("gpus", "must be a list of distinct GPU indexes, e.g. [0, 1]")
+    utilization = t.raw.get("gpu_memory_utilization")
+    if utilization is not None:
+        utilization = t.number("gpu_memory_utilization", 0.9, low=0.01)
+        if utilization > 1.0:
+            t.fail("gpu_memory_utilization", f"must be at most 1.0 (got {utilization})")
+    return VllmOptions(
+        tensor_parallel_size=t.integer("tensor_parallel_size", 1, low=1, high=64),
+        gpus=tuple(gpus) if gpus is not None else None,
+        gpu_memory_utilization=utilization,
+        enable_prefix_caching=t.boolean("enable_prefix_caching", True),
+        tool_call_parser=t.string("tool_call_parser", None),
+        dtype=t.string("dtype", None),
+        quantization=t.string("quantization", None),
     )
 
 

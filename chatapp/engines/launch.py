@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatapp.config import EngineArg, ModelConfig
@@ -26,14 +27,25 @@ class EngineLaunch:
     reports_stream_usage: bool
     plain_messages: bool = False
     tokenizer: Path | None = None  # a GGUF to count tokens with when the engine reports none
+    env: Mapping[str, str] = field(default_factory=dict)  # added to chatapp's environment
 
 
-def build_launch(model: ModelConfig, *, host: str, port: int, config_path: Path) -> EngineLaunch:
-    """The engine command for `model` listening on host:port; ConfigError if it cannot run here."""
+def build_launch(
+    model: ModelConfig,
+    *,
+    host: str,
+    port: int,
+    config_path: Path,
+    gpus: Sequence[int] | None = None,
+) -> EngineLaunch:
+    """The engine command for `model` listening on host:port; ConfigError if it cannot run here.
+
+    `gpus` are the GPUs of this replica (CUDA_VISIBLE_DEVICES); vLLM sees them as 0..n-1.
+    """
     if model.engine == "llama.cpp":
         return _llama_cpp(model, host, port, config_path)
     if model.engine == "vllm":
-        return _vllm(model, host, port)
+        return _vllm(model, host, port, gpus)
     raise ConfigError(
         str(config_path),
         f"models.{model.name}.engine",
@@ -96,13 +108,25 @@ def _llama_cpp(model: ModelConfig, host: str, port: int, config_path: Path) -> E
     )
 
 
-def _vllm(model: ModelConfig, host: str, port: int) -> EngineLaunch:
+def _vllm(model: ModelConfig, host: str, port: int, gpus: Sequence[int] | None) -> EngineLaunch:
     executable = shutil.which("vllm") or "vllm"
+    options = model.vllm
     args: dict[str, EngineArg] = {
         "max-model-len": model.context_window,
-        "enable-prefix-caching": True,
+        "tensor-parallel-size": options.tensor_parallel_size,
+        "enable-prefix-caching": options.enable_prefix_caching,
     }
-    args.update(model.args)
+    if options.gpu_memory_utilization is not None:
+        args["gpu-memory-utilization"] = options.gpu_memory_utilization
+    if options.tool_call_parser:
+        args["enable-auto-tool-choice"] = True
+        args["tool-call-parser"] = options.tool_call_parser
+    if options.dtype:
+        args["dtype"] = options.dtype
+    if options.quantization:
+        args["quantization"] = options.quantization
+    # [args] last: an operator's explicit flag wins over the named option.
+    args.update({key.replace("_", "-"): value for key, value in model.args.items()})
     argv = [
         executable,
         "serve",
@@ -115,11 +139,12 @@ def _vllm(model: ModelConfig, host: str, port: int) -> EngineLaunch:
         str(port),
     ]
     for key, value in args.items():
-        flag = "--" + key.replace("_", "-")
+        flag = "--" + key
         if value is True:
             argv.append(flag)
         elif value is False:
-            argv.append("--no-" + key.replace("_", "-"))
+            argv.append("--no-" + key)
         else:
             argv += [flag, str(value)]
-    return EngineLaunch(tuple(argv), health_path="/health", reports_stream_usage=True)
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))} if gpus is not None else {}
+    return EngineLaunch(tuple(argv), health_path="/health", reports_stream_usage=True, env=env)

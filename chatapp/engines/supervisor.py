@@ -86,6 +86,7 @@ class EngineSupervisor:
         log_path: Path,
         start_timeout: float,
         max_backoff: float = 30.0,
+        port: int = 0,
     ) -> None:
         self.name = name
         self.host = host
@@ -94,7 +95,8 @@ class EngineSupervisor:
         self.max_backoff = max_backoff
         self._make_launch = make_launch
         self.state = EngineState.STOPPED
-        self.port = 0
+        self.fixed_port = port  # 0: a free port on every start
+        self.port = port
         self.launch: EngineLaunch | None = None
         self.restarts = 0
         self.ready_event = asyncio.Event()
@@ -151,7 +153,7 @@ class EngineSupervisor:
 
     async def _spawn(self) -> None:
         self._set_state(EngineState.STARTING)
-        self.port = free_port(self.host)
+        self.port = self.fixed_port or free_port(self.host)
         self.launch = self._make_launch(self.port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
@@ -164,6 +166,7 @@ class EngineSupervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                env={**os.environ, **self.launch.env} if self.launch.env else None,
             )
         log.info(
             "engine %s: started pid %s on port %s, loading (log: %s)",
