@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -51,67 +51,130 @@ class Completions:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def create(self, pool: ModelPool, body: Mapping[str, Any]) -> Completion:
-        """A non-streamed completion: the engine's JSON answer, unchanged, and its usage."""
-        upstream = pool.pick()
-        payload = {**upstream.prepare(body, pool.model.name), "stream": False}
-        upstream.outstanding += 1
-        started = time.monotonic()
-        try:
-            response = await self.client.post(
+    async def create(
+        self, pool: ModelPool, body: Mapping[str, Any], *, affinity: str | None = None
+    ) -> Completion:
+        """A non-streamed completion: the engine's JSON answer, unchanged, and its usage.
+
+        An upstream that cannot be reached or answers 5xx (or busy) is left for the next one
+        of the pool, then for the fallback model's: nothing has reached the client yet.
+        """
+        attempts = _Attempts(pool, affinity)
+        while True:
+            target, upstream = attempts.next()
+            payload = {**upstream.prepare(body, target.model.name), "stream": False}
+            payload["model"] = target.model.name
+            upstream.outstanding += 1
+            started = time.monotonic()
+            try:
+                response = await self.client.post(
+                    f"{upstream.base_url}/chat/completions",
+                    json=payload,
+                    headers=upstream.headers(),
+                )
+            except httpx.HTTPError as exc:
+                attempts.failed(upstream, _connection_error(target, upstream, exc))
+                continue
+            finally:
+                upstream.outstanding -= 1
+            if response.status_code != 200:
+                error = _answer_error(upstream, response.status_code, response.content)
+                if not _retryable(response.status_code):
+                    raise error
+                attempts.failed(upstream, error)
+                continue
+            upstream.record_success(time.monotonic() - started)
+            try:
+                usage = json.loads(response.content).get("usage")
+            except (ValueError, AttributeError):
+                raise UpstreamError(
+                    "The engine answered with something that is not JSON."
+                ) from None
+            return Completion(
+                response.content, usage if isinstance(usage, dict) else None, upstream
+            )
+
+    async def open_stream(
+        self,
+        pool: ModelPool,
+        body: Mapping[str, Any],
+        *,
+        include_usage: bool,
+        affinity: str | None = None,
+    ) -> ChatStream:
+        """Start a streamed completion; fails (before any byte reaches the client) if it cannot.
+
+        Fails over like `create` until an upstream answers 200 with its stream. The engine is
+        always asked for usage; the usage chunk is passed on only when the client asked for
+        it, and counted here when the engine sends none.
+        """
+        attempts = _Attempts(pool, affinity)
+        while True:
+            target, upstream = attempts.next()
+            payload = {
+                **upstream.prepare(body, target.model.name),
+                "model": target.model.name,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            request = self.client.build_request(
+                "POST",
                 f"{upstream.base_url}/chat/completions",
                 json=payload,
                 headers=upstream.headers(),
             )
-        except httpx.HTTPError as exc:
-            raise _connection_error(pool, upstream, exc) from exc
-        finally:
-            upstream.outstanding -= 1
-        if response.status_code != 200:
-            raise _answer_error(upstream, response.status_code, response.content)
-        upstream.record_success(time.monotonic() - started)
-        try:
-            usage = json.loads(response.content).get("usage")
-        except (ValueError, AttributeError):
-            raise UpstreamError("The engine answered with something that is not JSON.") from None
-        return Completion(response.content, usage if isinstance(usage, dict) else None, upstream)
-
-    async def open_stream(
-        self, pool: ModelPool, body: Mapping[str, Any], *, include_usage: bool
-    ) -> ChatStream:
-        """Start a streamed completion; fails (before any byte reaches the client) if it cannot.
-
-        The engine is always asked for usage; the usage chunk is passed on only when the client
-        asked for it, and counted here when the engine sends none.
-        """
-        upstream = pool.pick()
-        payload = {
-            **upstream.prepare(body, pool.model.name),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        request = self.client.build_request(
-            "POST",
-            f"{upstream.base_url}/chat/completions",
-            json=payload,
-            headers=upstream.headers(),
-        )
-        upstream.outstanding += 1
-        started = time.monotonic()
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            upstream.outstanding -= 1
-            raise _connection_error(pool, upstream, exc) from exc
-        if response.status_code != 200:
+            upstream.outstanding += 1
+            started = time.monotonic()
             try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
+                response = await self.client.send(request, stream=True)
+            except httpx.HTTPError as exc:
                 upstream.outstanding -= 1
-            raise _answer_error(upstream, response.status_code, content)
-        upstream.record_success(time.monotonic() - started)
-        return ChatStream(self.client, upstream, response, body, include_usage)
+                attempts.failed(upstream, _connection_error(target, upstream, exc))
+                continue
+            if response.status_code != 200:
+                try:
+                    content = await response.aread()
+                finally:
+                    await response.aclose()
+                    upstream.outstanding -= 1
+                error = _answer_error(upstream, response.status_code, content)
+                if not _retryable(response.status_code):
+                    raise error
+                attempts.failed(upstream, error)
+                continue
+            upstream.record_success(time.monotonic() - started)
+            return ChatStream(self.client, upstream, response, body, include_usage)
+
+
+def _retryable(status: int) -> bool:
+    """Another upstream may well answer: the engine failed or is busy (not the request)."""
+    return status >= 500 or status == 429
+
+
+@dataclass
+class _Attempts:
+    """One request's tries: the pool's upstreams not yet tried, then its fallback model's."""
+
+    pool: ModelPool
+    affinity: str | None
+    tried: set[str] = field(default_factory=set)
+    last_error: RequestError | None = None
+
+    def next(self) -> tuple[ModelPool, Upstream]:
+        """The next upstream; when none is left, the last failure (or why none was there)."""
+        exclude = frozenset(self.tried)
+        for target in (self.pool, self.pool.fallback):
+            if target is None:
+                continue
+            try:
+                return target, target.pick(self.affinity, exclude)
+            except EngineUnavailable:
+                continue
+        raise self.last_error or self.pool.unavailable(exclude)
+
+    def failed(self, upstream: Upstream, error: RequestError) -> None:
+        self.tried.add(upstream.name)
+        self.last_error = error
 
 
 def _answer_error(upstream: Upstream, status: int, content: bytes) -> RequestError:
@@ -189,6 +252,7 @@ class ChatStream:
                 yield data
         except httpx.HTTPError as exc:
             self.outcome = "error"
+            self.upstream.record_failure(f"stream cut: {type(exc).__name__}")
             raise UpstreamError(
                 f"The engine stopped mid-answer ({type(exc).__name__}); the answer is incomplete."
             ) from exc

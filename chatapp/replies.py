@@ -63,7 +63,9 @@ async def produce_reply(
     status, finish_reason = "error", None
     stream: ChatStream | None = None
     try:
-        stream = await completions.open_stream(reply.pool, reply.body, include_usage=True)
+        stream = await completions.open_stream(
+            reply.pool, reply.body, include_usage=True, affinity=reply.conversation_id
+        )
         async for data in stream:
             chunk = json.loads(data)
             for choice in chunk.get("choices") or ():

@@ -1,19 +1,24 @@
-"""Upstreams a model can be served by (a supervised local engine or a remote node) and the pick."""
+"""Upstreams a model can be served by (supervised local replicas, remote nodes) and the pick."""
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from chatapp.breaker import CircuitBreaker
 from chatapp.config import Config, ModelConfig
+from chatapp.engines.gpus import detect_gpus, plan_gpus
 from chatapp.engines.launch import EngineLaunch, build_launch
 from chatapp.engines.supervisor import EngineSupervisor
 from chatapp.errors import EngineUnavailable
 from chatapp.plain_messages import plain_messages
+from chatapp.router import choose
 from chatapp.token_count import CharEstimate, GgufTokenizer, TokenCounter
 
 __all__ = ["ModelPool", "Upstream", "build_pools"]
@@ -28,6 +33,8 @@ class Upstream:
     A draining upstream gets no new requests while those in flight finish. The passive stats
     are what its answers showed: `served` 2xx answers, `failures` in a row (connection errors
     and 5xx), the last error, and an EWMA of the time to its answer (a stream's headers).
+    Its breaker opens after failures in a row (answers or health checks) and `healthy` is the
+    last active health check; it takes requests only while ready, healthy, closed, undrained.
     """
 
     name: str
@@ -45,6 +52,18 @@ class Upstream:
     last_error: str | None = None
     last_error_at: float | None = None
     latency_ms: float | None = None
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    healthy: bool = True
+    checked_at: float | None = None
+    prefix_cache_hit_rate: float | None = None
+    gpus: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.seed = zlib.crc32(self.name.encode())  # its rendezvous-hash identity
+
+    def available(self) -> bool:
+        """Whether new requests may go here now."""
+        return self.ready and self.healthy and not self.draining and self.breaker.allows()
 
     @property
     def base_url(self) -> str:
@@ -66,6 +85,7 @@ class Upstream:
         """A 2xx answer after `seconds`: count it, end the failure streak, update the EWMA."""
         self.served += 1
         self.failures = 0
+        self.breaker.record_success()
         ms = seconds * 1000
         previous = self.latency_ms
         self.latency_ms = ms if previous is None else previous + LATENCY_SMOOTHING * (ms - previous)
@@ -75,6 +95,18 @@ class Upstream:
         self.failures += 1
         self.last_error = (error.strip().splitlines() or ["unknown error"])[0][:200]
         self.last_error_at = time.time()
+        self.breaker.record_failure()
+
+    def record_check(self, healthy: bool, error: str | None = None) -> None:
+        """An active health check's result; a passing one also closes a half-open breaker."""
+        self.checked_at = time.time()
+        if healthy:
+            self.healthy = True
+            if self.breaker.state != "closed":
+                self.breaker.record_success()
+        else:
+            self.healthy = False
+            self.record_failure(error or "health check failed")
 
     def status(self) -> dict[str, Any]:
         """What an admin sees of this upstream: its state, load and passive health."""
@@ -83,6 +115,8 @@ class Upstream:
             state = supervisor.state.value
         else:
             state = "failing" if self.failures else "ok"
+        if not self.healthy:
+            state = "unhealthy"
         return {
             "name": self.name,
             "url": self.base_url,
@@ -99,63 +133,98 @@ class Upstream:
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "restarts": supervisor.restarts if supervisor else 0,
             "pid": supervisor.pid if supervisor else None,
+            "healthy": self.healthy,
+            "checked_at": self.checked_at,
+            "circuit": self.breaker.state.value,
+            "circuit_opened": self.breaker.opened_count,
+            "prefix_cache_hit_rate": self.prefix_cache_hit_rate,
+            "gpus": list(self.gpus),
         }
 
 
 @dataclass
 class ModelPool:
-    """The upstreams serving one model; picks the ready one with the fewest requests per weight."""
+    """The upstreams serving one model, the routing policy, and the model to fall back to."""
 
     model: ModelConfig
     upstreams: list[Upstream]
+    fallback: ModelPool | None = None
+    turn: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
     def ready(self) -> bool:
         return any(u.ready for u in self.upstreams)
 
-    def pick(self) -> Upstream:
-        """The least-loaded ready upstream not draining, or EngineUnavailable (503, Retry-After)."""
-        ready = [u for u in self.upstreams if u.ready]
-        if not ready:
-            raise EngineUnavailable(
-                f"The model '{self.model.name}' is starting or restarting; retry shortly.",
-                retry_after=5,
+    def pick(self, key: str | None = None, exclude: frozenset[str] = frozenset()) -> Upstream:
+        """The upstream for a request (see chatapp.router), or EngineUnavailable (503 with
+        Retry-After) saying why none can take it."""
+        chosen = choose(
+            self.upstreams,
+            policy=self.model.routing,
+            key=key,
+            exclude=exclude,
+            turn=next(self.turn),
+        )
+        if chosen is not None:
+            chosen.breaker.on_send()
+            return chosen
+        raise self.unavailable(exclude)
+
+    def unavailable(self, exclude: frozenset[str] = frozenset()) -> EngineUnavailable:
+        """Why no upstream of this model can take a request now."""
+        name = self.model.name
+        left = [u for u in self.upstreams if u.name not in exclude]
+        if not any(u.ready for u in left):
+            return EngineUnavailable(
+                f"The model '{name}' is starting or restarting; retry shortly.", retry_after=5
             )
-        open_ = [u for u in ready if not u.draining]
-        if not open_:
-            raise EngineUnavailable(
-                f"Every upstream of the model '{self.model.name}' is drained by an admin; "
-                "retry later.",
+        if all(u.draining for u in left if u.ready):
+            return EngineUnavailable(
+                f"Every upstream of the model '{name}' is drained by an admin; retry later.",
                 retry_after=30,
             )
-        return min(open_, key=lambda u: u.outstanding / (u.weight or 1e-9))
+        waits = [u.breaker.retry_in() for u in left if u.ready and not u.draining]
+        return EngineUnavailable(
+            f"No upstream of the model '{name}' can take the request now (failing or "
+            "unhealthy); retry shortly.",
+            retry_after=max(1, min(30, int(min(waits, default=5.0)) + 1)),
+        )
 
 
-def build_pools(config: Config, log_dir: Path) -> dict[str, ModelPool]:
-    """One pool per model: a supervisor for its local engine (not started) plus its nodes."""
+def build_pools(
+    config: Config,
+    log_dir: Path,
+    *,
+    gpus: Sequence[int] | None = None,
+    host: str = "127.0.0.1",
+    base_port: int = 0,
+) -> dict[str, ModelPool]:
+    """One pool per model: a supervisor per local replica (not started), plus its nodes.
+
+    `gpus` are the GPUs to plan vLLM replicas on (default: what nvidia-smi finds);
+    `base_port` > 0 gives the engines fixed ports from it up (for `serve --engine-only`).
+    """
+    needs_gpus = any(m.engine == "vllm" for m in config.models.values())
+    plan = plan_gpus(config, detect_gpus() if gpus is None and needs_gpus else gpus or [])
+    ports = itertools.count(base_port) if base_port else None
+    server = config.server
     pools: dict[str, ModelPool] = {}
-    host = "127.0.0.1"
     for model in config.models.values():
         upstreams: list[Upstream] = []
         if model.engine is not None:
-            # Fail now, not in the background, when the engine cannot run here.
-            probe = build_launch(model, host=host, port=0, config_path=config.path)
-            supervisor = EngineSupervisor(
-                model.name,
-                partial(_launch_on, model, host, config.path),
-                host=host,
-                log_path=log_dir / f"{model.name}.log",
-                start_timeout=config.server.engine_start_timeout,
-            )
-            upstreams.append(
-                Upstream(
-                    name=f"{model.name}@local",
-                    supervisor=supervisor,
-                    reports_stream_usage=probe.reports_stream_usage,
-                    plain_messages=probe.plain_messages,
-                    counter=GgufTokenizer(probe.tokenizer) if probe.tokenizer else CharEstimate(),
+            gpu_sets = plan.get(model.name) or tuple(() for _ in range(model.replicas))
+            for replica, gpu_set in enumerate(gpu_sets):
+                upstreams.append(
+                    _local(
+                        config,
+                        model,
+                        replica,
+                        gpu_set,
+                        host=host,
+                        port=next(ports) if ports else 0,
+                        log_dir=log_dir,
+                    )
                 )
-            )
         for node in model.nodes:
             upstreams.append(
                 Upstream(
@@ -165,9 +234,54 @@ def build_pools(config: Config, log_dir: Path) -> dict[str, ModelPool]:
                     weight=node.weight,
                 )
             )
+        for upstream in upstreams:
+            upstream.breaker = CircuitBreaker(
+                server.breaker_failures, server.breaker_cooldown_seconds
+            )
         pools[model.name] = ModelPool(model=model, upstreams=upstreams)
+    for pool in pools.values():
+        if pool.model.fallback is not None:
+            pool.fallback = pools[pool.model.fallback]
     return pools
 
 
-def _launch_on(model: ModelConfig, host: str, config_path: Path, port: int) -> EngineLaunch:
-    return build_launch(model, host=host, port=port, config_path=config_path)
+def _local(
+    config: Config,
+    model: ModelConfig,
+    replica: int,
+    gpus: tuple[int, ...],
+    *,
+    host: str,
+    port: int,
+    log_dir: Path,
+) -> Upstream:
+    """A supervised engine for one replica; its command is checked now, not in the background."""
+    gpu_arg = gpus if model.engine == "vllm" else None
+    probe = build_launch(model, host=host, port=port, config_path=config.path, gpus=gpu_arg)
+    suffix = "" if model.replicas == 1 else f"/{replica}"
+    supervisor = EngineSupervisor(
+        model.name + suffix,
+        partial(_launch_on, model, host, config.path, gpu_arg),
+        host=host,
+        log_path=log_dir / f"{model.name}{suffix.replace('/', '.')}.log",
+        start_timeout=config.server.engine_start_timeout,
+        port=port,
+    )
+    return Upstream(
+        name=f"{model.name}@local{suffix}",
+        supervisor=supervisor,
+        reports_stream_usage=probe.reports_stream_usage,
+        plain_messages=probe.plain_messages,
+        counter=GgufTokenizer(probe.tokenizer) if probe.tokenizer else CharEstimate(),
+        gpus=gpus,
+    )
+
+
+def _launch_on(
+    model: ModelConfig,
+    host: str,
+    config_path: Path,
+    gpus: tuple[int, ...] | None,
+    port: int,
+) -> EngineLaunch:
+    return build_launch(model, host=host, port=port, config_path=config_path, gpus=gpus)

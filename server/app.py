@@ -23,6 +23,7 @@ from chatapp.config import Config
 from chatapp.conversations import ConversationStore
 from chatapp.engines import EngineSupervisor
 from chatapp.generation import GenerationRegistry
+from chatapp.health import check_forever
 from chatapp.housekeeping import Housekeeper
 from chatapp.ledger import LEDGER_NAME, Ledger
 from chatapp.limiter import Limiter
@@ -145,11 +146,15 @@ def create_app(
         flusher = asyncio.create_task(
             _maintain_forever(ledger, housekeeper, config.server.ledger_flush_seconds)
         )
+        checker = asyncio.create_task(
+            check_forever(pools.values(), client, config.server.health_check_seconds)
+        )
         try:
             yield
         finally:
             announce.cancel()
             flusher.cancel()
+            checker.cancel()
             await replies.shutdown()  # replies in flight are stored as incomplete
             log.info("shutting down: stopping %d engine(s)", len(supervisors))
             await asyncio.gather(*(s.stop() for s in supervisors))

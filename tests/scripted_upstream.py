@@ -9,6 +9,9 @@ It speaks OpenAI's chat completions SSE. The last user message picks the script:
   "script:cut"      ends with [DONE] but no finish_reason (an interrupted llama.cpp answer)
   "script:count"    streams "t0 " … "t29 " 40 ms apart, then stops normally
 anything else      streams "ok" tokens and a usage chunk.
+
+`python -m tests.scripted_upstream PORT LOG` runs it as its own process (one a test can
+SIGKILL, the way an engine dies), appending each request's last message to LOG.
 """
 
 from __future__ import annotations
@@ -35,10 +38,15 @@ class Recorder:
         self.lock = threading.Lock()
         self.disconnects: list[float] = []
         self.requests: list[dict] = []
+        self.unhealthy = False  # /v1/models answers 503 while set (health-check tests)
+        self.log: str | None = None
 
     def note_request(self, body: dict) -> None:
         with self.lock:
             self.requests.append(body)
+            if self.log is not None:
+                with open(self.log, "a", encoding="utf-8") as log:
+                    log.write(json.dumps(body["messages"][-1]["content"]) + "\n")
 
     def note_disconnect(self) -> None:
         with self.lock:
@@ -147,7 +155,17 @@ def build_app(recorder: Recorder) -> Starlette:
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    async def models(request: Request) -> Response:
+        if recorder.unhealthy:
+            return JSONResponse({"error": {"message": "scripted: unhealthy"}}, status_code=503)
+        return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+    )
 
 
 class ScriptedUpstream:
@@ -182,3 +200,11 @@ class ScriptedUpstream:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+if __name__ == "__main__":
+    import sys
+
+    recorder = Recorder()
+    recorder.log = sys.argv[2]
+    uvicorn.run(build_app(recorder), host="127.0.0.1", port=int(sys.argv[1]), log_level="critical")

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from chatapp.completions import ChatStream
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
+from chatapp.router import affinity_key
 from chatapp.token_count import count_usage
 from chatapp.upstreams import ModelPool
 from server.auth import authenticate
@@ -40,12 +41,16 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     chat.body.setdefault("max_tokens", pool.model.output_reserve)
     meter = state.meter
     ticket = meter.admit(principal, pool.model, chat.body)
+    # Turns of one conversation go to one upstream while it can take them (prefix cache).
+    affinity = affinity_key(chat.body, request.headers.get("x-session-id"))
     try:
         if not chat.stream:
-            completion = await _while_connected(request, state.completions.create(pool, chat.body))
+            completion = await _while_connected(
+                request, state.completions.create(pool, chat.body, affinity=affinity)
+            )
         else:
             stream = await state.completions.open_stream(
-                pool, chat.body, include_usage=chat.include_usage
+                pool, chat.body, include_usage=chat.include_usage, affinity=affinity
             )
     except (EngineUnavailable, InvalidRequest) as exc:
         # The engine never worked on it (not reached, or refused it up front).

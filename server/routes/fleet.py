@@ -22,21 +22,14 @@ __all__ = ["drain", "fleet_status", "models_status", "undrain"]
 
 log = logging.getLogger("chatapp.server")
 
-# Engine arguments that name the GPUs a model runs on (normalised: lower case, "_" for "-").
-_GPU_ARGS = ("cuda_visible_devices", "devices", "gpus", "gpu_ids")
-
-
 def _admin(request: Request) -> GatewayState:
     authenticate(request, "admin")
     return state_of(request)
 
 
-def _gpus(pool: ModelPool) -> list[str]:
-    """The GPUs the model's engine arguments name, if any (real discovery comes with vLLM)."""
-    for key, value in pool.model.args.items():
-        if key.lower().replace("-", "_") in _GPU_ARGS and not isinstance(value, bool):
-            return [part.strip() for part in str(value).split(",") if part.strip()]
-    return []
+def _gpus(pool: ModelPool) -> list[int]:
+    """The GPUs the model's local replicas were given (see chatapp.engines.gpus)."""
+    return sorted({gpu for u in pool.upstreams for gpu in u.gpus})
 
 
 def _state(pool: ModelPool) -> str:
@@ -48,9 +41,9 @@ def _state(pool: ModelPool) -> str:
         return local.status()["state"] if local else "stopped"
     if not serving:
         return "drained"
-    if all(u.failures for u in serving):
+    if not any(u.available() for u in serving):
         return "failing"
-    if len(serving) == len(ups) and not any(u.failures for u in ups):
+    if len(serving) == len(ups) and all(u.available() and not u.failures for u in ups):
         return "ready"
     return "degraded"
 

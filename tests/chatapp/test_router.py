@@ -1,0 +1,158 @@
+"""The router: affinity by rendezvous hashing with a load bound, breakers, why a pool is down."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from chatapp.breaker import BreakerState, CircuitBreaker
+from chatapp.config import ModelConfig
+from chatapp.errors import EngineUnavailable
+from chatapp.health import prefix_cache_hit_rate
+from chatapp.router import affinity_key, choose
+from chatapp.upstreams import ModelPool, Upstream
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _pool(n: int, routing: str = "affinity", clock: Clock | None = None) -> ModelPool:
+    model = ModelConfig(name="m", engine=None, model="m", context_window=1024, routing=routing)
+    upstreams = [Upstream(name=f"u{i}", url=f"http://u{i}/v1") for i in range(n)]
+    for upstream in upstreams:
+        upstream.breaker = CircuitBreaker(2, 10.0, clock or Clock())
+    return ModelPool(model=model, upstreams=upstreams)
+
+
+def test_a_conversation_keeps_its_upstream_and_keys_spread_out() -> None:
+    pool = _pool(4)
+    first = {f"conv-{i}": pool.pick(f"conv-{i}").name for i in range(400)}
+    again = {key: pool.pick(key).name for key in first}
+    assert again == first
+    spread = collections.Counter(first.values())
+    assert set(spread) == {"u0", "u1", "u2", "u3"} and min(spread.values()) > 60
+
+
+def test_only_the_conversations_of_a_lost_upstream_move() -> None:
+    pool = _pool(4)
+    before = {f"c{i}": pool.pick(f"c{i}").name for i in range(400)}
+    pool.upstreams[2].draining = True
+    after = {key: pool.pick(key).name for key in before}
+    moved = {key for key in before if before[key] != after[key]}
+    assert moved == {key for key, name in before.items() if name == "u2"}
+    pool.upstreams[2].draining = False
+    assert {key: pool.pick(key).name for key in before} == before
+
+
+def test_weights_shift_affinity_share() -> None:
+    pool = _pool(2)
+    pool.upstreams[0].weight = 3.0
+    counts = collections.Counter(pool.pick(f"k{i}").name for i in range(2000))
+    assert 0.68 < counts["u0"] / 2000 < 0.82
+
+
+def test_an_overloaded_affinity_choice_gives_way_to_the_least_loaded() -> None:
+    pool = _pool(3)
+    home = pool.pick("hot").name
+    target = next(u for u in pool.upstreams if u.name == home)
+    target.outstanding = 20  # far above the average of the others (0)
+    assert pool.pick("hot").name != home
+    target.outstanding = 1
+    assert pool.pick("hot").name == home
+
+
+def test_round_robin_and_least_outstanding() -> None:
+    rr = _pool(3, "round_robin")
+    assert [rr.pick("same").name for _ in range(6)] == ["u0", "u1", "u2", "u0", "u1", "u2"]
+    least = _pool(3, "least_outstanding")
+    least.upstreams[0].outstanding = 2
+    least.upstreams[1].outstanding = 1
+    least.upstreams[2].outstanding = 3
+    assert least.pick("anything").name == "u1"
+
+
+def test_breaker_opens_after_failures_half_opens_and_closes_on_success() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures_to_open=2, cooldown=10.0, clock=clock)
+    breaker.record_failure()
+    assert breaker.state is BreakerState.CLOSED and breaker.allows()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN and not breaker.allows()
+    assert breaker.retry_in() == 10.0
+    clock.now += 10
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.allows()
+    breaker.on_send()
+    assert not breaker.allows()  # one probe at a time
+    breaker.record_failure()  # the probe failed: a fresh cooldown
+    assert breaker.state is BreakerState.OPEN and breaker.retry_in() == 10.0
+    clock.now += 10
+    breaker.on_send()
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED and breaker.opened_count == 1
+
+
+def test_an_open_breaker_takes_an_upstream_out_and_the_503_says_when_to_retry() -> None:
+    clock = Clock()
+    pool = _pool(2, clock=clock)
+    for upstream in pool.upstreams:
+        upstream.record_failure("boom")
+        upstream.record_failure("boom")
+    with pytest.raises(EngineUnavailable) as info:
+        pool.pick("k")
+    assert "failing or unhealthy" in info.value.message and 1 <= info.value.retry_after <= 11
+    clock.now += 10
+    assert pool.pick("k").name in ("u0", "u1")  # half-open: a probe may go
+
+
+def test_unhealthy_and_drained_pools_explain_themselves() -> None:
+    pool = _pool(2)
+    for upstream in pool.upstreams:
+        upstream.draining = True
+    with pytest.raises(EngineUnavailable, match="drained"):
+        pool.pick()
+    for upstream in pool.upstreams:
+        upstream.draining = False
+        upstream.record_check(False, "health check: ConnectError")
+    with pytest.raises(EngineUnavailable, match="unhealthy"):
+        pool.pick()
+    pool.upstreams[1].record_check(True)
+    assert pool.pick().name == "u1"
+
+
+def test_exclusion_skips_upstreams_already_tried() -> None:
+    pool = _pool(3)
+    first = pool.pick("k").name
+    second = pool.pick("k", frozenset({first})).name
+    third = pool.pick("k", frozenset({first, second})).name
+    assert len({first, second, third}) == 3
+    with pytest.raises(EngineUnavailable):
+        pool.pick("k", frozenset({first, second, third}))
+    assert choose(pool.upstreams, policy="affinity", key="k", exclude=frozenset()) is not None
+
+
+def test_affinity_key_from_session_user_or_prompt_opening() -> None:
+    turn1 = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]}
+    turn2 = {"messages": [*turn1["messages"], {"role": "assistant", "content": "A"}]}
+    assert affinity_key(turn1) == affinity_key(turn2) is not None
+    other = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "R"}]}
+    assert affinity_key(other) != affinity_key(turn1)
+    assert affinity_key({**turn1, "user": "ann"}) == "user:ann"
+    assert affinity_key(turn1, "conv_1") == "conv_1"
+    assert affinity_key({"messages": []}) is None
+
+
+def test_vllm_prefix_cache_hit_rate_from_metrics() -> None:
+    text = (
+        "# HELP vllm:prefix_cache_queries_total x\n"
+        'vllm:prefix_cache_queries_total{model_name="m"} 400.0\n'
+        'vllm:prefix_cache_hits_total{model_name="m"} 100.0\n'
+        "vllm:num_requests_running 3\n"
+    )
+    assert prefix_cache_hit_rate(text) == 0.25
+    assert prefix_cache_hit_rate("vllm:num_requests_running 3\n") is None
