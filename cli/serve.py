@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 from chatapp.bootstrap import initialize
 from chatapp.errors import ChatAppError
 from cli.common import ConfigOption, Setup, console, fail, load_setup
+from cli.engine_node import serve_engines
 
 __all__ = ["serve"]
 
@@ -26,11 +27,22 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on [config].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [config: 8000].")] = None,
+    engine_only: Annotated[
+        bool,
+        typer.Option(
+            "--engine-only",
+            help="Run only this node's engines (on PORT, PORT+1, …) for a gateway elsewhere.",
+        ),
+    ] = False,
 ) -> None:
     """Run the engines and the OpenAI-compatible gateway until Ctrl-C or SIGTERM."""
     setup = load_setup(config)
     host = host or setup.config.server.host
     port = port or setup.config.server.port
+    if engine_only:
+        _configure_logging()
+        serve_engines(setup.config, setup.home, host=host, base_port=port)
+        return
     _check_port_free(host, port)
     url = f"http://{_display_host(host)}:{port}"
     try:
@@ -58,7 +70,8 @@ def serve(
         port=port,
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=10,
+        # On SIGTERM: stop accepting, let streams in flight finish this long, then stop.
+        timeout_graceful_shutdown=max(1, round(setup.config.server.drain_seconds)),
         lifespan="on",
     )
 
