@@ -225,6 +225,8 @@ def build_pools(
                         log_dir=log_dir,
                     )
                 )
+            for copy in upstreams[1:]:
+                copy.counter = upstreams[0].counter  # one tokenizer per model, not per copy
         for node in model.nodes:
             upstreams.append(
                 Upstream(
@@ -267,14 +269,16 @@ def _local(
         start_timeout=config.server.engine_start_timeout,
         port=port,
     )
-    return Upstream(
+    upstream = Upstream(
         name=f"{model.name}@local{suffix}",
         supervisor=supervisor,
         reports_stream_usage=probe.reports_stream_usage,
         plain_messages=probe.plain_messages,
-        counter=GgufTokenizer(probe.tokenizer) if probe.tokenizer else CharEstimate(),
         gpus=gpus,
     )
+    if replica == 0 and probe.tokenizer:
+        upstream.counter = GgufTokenizer(probe.tokenizer)
+    return upstream
 
 
 def _launch_on(
