@@ -48,6 +48,8 @@ class ServerConfig:
     breaker_failures: int = 3
     breaker_cooldown_seconds: float = 15.0
     drain_seconds: float = 30.0
+    tool_iterations: int = 4
+    tool_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class ModelConfig:
     vllm: VllmOptions = field(default_factory=VllmOptions)
     fallback: str | None = None
     routing: str = "affinity"
+    tools: bool = False  # whether requests may carry `tools` (the engine can call them)
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ def _parse_server(t: _Table) -> ServerConfig:
         "breaker_failures",
         "breaker_cooldown_seconds",
         "drain_seconds",
+        "tool_iterations",
+        "tool_timeout_seconds",
     )
     default = ServerConfig()
     data_dir = t.string("data_dir", None)
@@ -224,6 +229,10 @@ def _parse_server(t: _Table) -> ServerConfig:
             "breaker_cooldown_seconds", default.breaker_cooldown_seconds, low=0.05
         ),
         drain_seconds=t.number("drain_seconds", default.drain_seconds, low=0.0),
+        tool_iterations=t.integer("tool_iterations", default.tool_iterations, low=1, high=50),
+        tool_timeout_seconds=t.number(
+            "tool_timeout_seconds", default.tool_timeout_seconds, low=0.01
+        ),
     )
 
 
@@ -240,6 +249,7 @@ def _parse_model(t: _Table, name: str) -> ModelConfig:
         "replicas",
         "fallback",
         "routing",
+        "tools",
         *_VLLM_KEYS,
     )
     engine = t.string("engine", None)
@@ -275,9 +285,14 @@ def _parse_model(t: _Table, name: str) -> ModelConfig:
         output_reserve=t.integer("output_reserve", min(4096, context_window // 4), low=1),
         summarize=t.boolean("summarize", False),
         replicas=t.integer("replicas", 1, low=1, high=64),
-        vllm=_parse_vllm(t, engine),
+        vllm=(vllm := _parse_vllm(t, engine)),
         fallback=t.string("fallback", None),
         routing=_routing(t),
+        # Tool calls need an engine that parses them: vLLM with a tool_call_parser; a remote
+        # node is trusted to; llama.cpp's server only with a function-calling chat format.
+        tools=t.boolean(
+            "tools", vllm.tool_call_parser is not None if engine == "vllm" else engine is None
+        ),
     )
 
 

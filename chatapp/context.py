@@ -4,6 +4,7 @@ the output reserve."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,9 +64,9 @@ def _fit(
     budget: int,
 ) -> Prompt:
     used = sum(counter.count(m["content"]) + PER_MESSAGE for m in head)
-    kept: list[dict[str, str]] = []
+    kept: list[dict[str, Any]] = []
     for message in reversed(history):
-        cost = counter.count(message["content"]) + PER_MESSAGE
+        cost = _cost(message, counter)
         if used + cost > budget:
             if not kept:
                 raise InvalidRequest(
@@ -74,7 +75,23 @@ def _fit(
                     param="content",
                 )
             break
-        kept.append({"role": message["role"], "content": message["content"]})
+        kept.append(_as_prompt(message))
         used += cost
     kept.reverse()
     return Prompt(head + kept, list(history[: len(history) - len(kept)]), used)
+
+
+def _cost(message: Mapping[str, Any], counter: TokenCounter) -> int:
+    calls = message.get("tool_calls")
+    extra = counter.count(json.dumps(calls)) if calls else 0
+    return counter.count(message["content"]) + extra + PER_MESSAGE
+
+
+def _as_prompt(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored message as the engine reads it: tool calls and the call a result answers."""
+    prompt: dict[str, Any] = {"role": message["role"], "content": message["content"]}
+    if message.get("tool_calls"):
+        prompt["tool_calls"] = message["tool_calls"]
+    if message.get("tool_call_id"):
+        prompt["tool_call_id"] = message["tool_call_id"]
+    return prompt

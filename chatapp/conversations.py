@@ -19,17 +19,28 @@ import sqlite_utils
 
 from chatapp.errors import InvalidRequest, NotFound
 from chatapp.ids import new_id
+from chatapp.tools import TOOLS
 
 __all__ = ["PATCHABLE", "ConversationStore", "Page"]
 
-PATCHABLE = ("title", "system_prompt", "model", "tags", "folder", "pinned", "archived")
+PATCHABLE = (
+    "title",
+    "system_prompt",
+    "model",
+    "tags",
+    "folder",
+    "pinned",
+    "archived",
+    "tools",
+)
 _CONVERSATION = (
     "id, user_id, title, model, system_prompt, current_leaf, tags, folder, pinned, archived,"
-    " created_at, updated_at, summary, summary_through"
+    " created_at, updated_at, summary, summary_through, tools"
 )
 _MESSAGE = (
     "id, conversation_id, parent_id, role, content, model, status, finish_reason,"
-    " prompt_tokens, completion_tokens, request_id, created_at, updated_at"
+    " prompt_tokens, completion_tokens, request_id, created_at, updated_at, tool_calls,"
+    " tool_call_id"
 )
 
 
@@ -65,6 +76,7 @@ def _conversation(row: Sequence[Any]) -> dict[str, Any]:
         updated,
         summary,
         summary_through,
+        tools,
     ) = row
     return {
         "id": cid,
@@ -81,6 +93,7 @@ def _conversation(row: Sequence[Any]) -> dict[str, Any]:
         "updated_at": updated,
         "summary": summary,
         "summary_through": summary_through,
+        "tools": json.loads(tools),
     }
 
 
@@ -99,6 +112,8 @@ def _message(row: Sequence[Any]) -> dict[str, Any]:
         request_id,
         created,
         updated,
+        tool_calls,
+        tool_call_id,
     ) = row
     usage = None
     if prompt is not None or completion is not None:
@@ -121,6 +136,8 @@ def _message(row: Sequence[Any]) -> dict[str, Any]:
         "request_id": request_id,
         "created_at": created,
         "updated_at": updated,
+        "tool_calls": json.loads(tool_calls) if tool_calls else None,
+        "tool_call_id": tool_call_id,
     }
 
 
@@ -157,8 +174,8 @@ class ConversationStore:
         with self.db.conn:
             self.db.execute(
                 "INSERT INTO conversations (id, user_id, title, model, system_prompt, tags,"
-                " folder, pinned, archived, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " folder, pinned, archived, created_at, updated_at, tools)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     cid,
                     user_id,
@@ -171,6 +188,7 @@ class ConversationStore:
                     values.get("archived", 0),
                     now,
                     now,
+                    values.get("tools", "[]"),
                 ),
             )
         return self.get(user_id, cid)
@@ -372,6 +390,8 @@ class ConversationStore:
         status: str = "complete",
         model: str | None = None,
         conn: sqlite3.Connection | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        tool_call_id: str | None = None,
     ) -> str:
         """Append a message under `parent_id` and make it the conversation's current leaf."""
         mid = new_id("msg")
@@ -379,8 +399,21 @@ class ConversationStore:
         target = conn or self.db.conn
         target.execute(
             "INSERT INTO messages (id, conversation_id, parent_id, role, content, status, model,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (mid, cid, parent_id, role, content, status, model, now, now),
+            " created_at, updated_at, tool_calls, tool_call_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                mid,
+                cid,
+                parent_id,
+                role,
+                content,
+                status,
+                model,
+                now,
+                now,
+                json.dumps(tool_calls) if tool_calls else None,
+                tool_call_id,
+            ),
         )
         target.execute(
             "UPDATE conversations SET current_leaf = ?, updated_at = ? WHERE id = ?",
@@ -472,5 +505,14 @@ def _checked(fields: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "tags":
             if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
                 raise InvalidRequest("'tags' must be a list of strings.", param="tags")
+            values[name] = json.dumps(sorted(set(value)))
+        elif name == "tools":
+            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                raise InvalidRequest("'tools' must be a list of tool names.", param="tools")
+            unknown = sorted(set(value) - set(TOOLS))
+            if unknown:
+                raise InvalidRequest(
+                    f"Unknown tool '{unknown[0]}' (built in: {', '.join(TOOLS)}).", param="tools"
+                )
             values[name] = json.dumps(sorted(set(value)))
     return values

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -16,6 +16,8 @@ from chatapp.conversations import ConversationStore
 from chatapp.errors import RequestError
 from chatapp.generation import Generation
 from chatapp.metering import Meter, Ticket
+from chatapp.tool_calls import ToolCallBuilder
+from chatapp.tools import TOOLS, ToolContext, run_tool
 from chatapp.upstreams import ModelPool
 
 __all__ = ["Reply", "produce_reply"]
@@ -39,6 +41,10 @@ class Reply:
     pool: ModelPool
     body: Mapping[str, Any]
     ticket: Ticket
+    user_id: int = 0
+    tools: tuple[str, ...] = ()  # built-in tools the model may call (chatapp.tools)
+    tool_iterations: int = 4
+    tool_timeout: float = 10.0
 
 
 async def produce_reply(
@@ -61,19 +67,29 @@ async def produce_reply(
     )
     pieces: list[str] = []
     status, finish_reason = "error", None
-    stream: ChatStream | None = None
+    rounds = _Rounds()
     try:
-        stream = await completions.open_stream(
-            reply.pool, reply.body, include_usage=True, affinity=reply.conversation_id
-        )
-        async for data in stream:
-            chunk = json.loads(data)
-            for choice in chunk.get("choices") or ():
-                finish_reason = choice.get("finish_reason") or finish_reason
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    pieces.append(text)
-                    generation.publish("token.delta", {"text": text})
+        messages = list(reply.body["messages"])
+        for iteration in range(reply.tool_iterations + 1):
+            body = _with_tools(reply, messages, last=iteration == reply.tool_iterations)
+            pieces = []
+            stream = await completions.open_stream(
+                reply.pool, body, include_usage=True, affinity=reply.conversation_id
+            )
+            rounds.streams.append(stream)
+            calls = ToolCallBuilder()
+            async for data in stream:
+                chunk = json.loads(data)
+                calls.add(chunk)
+                for choice in chunk.get("choices") or ():
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        pieces.append(text)
+                        generation.publish("token.delta", {"text": text})
+            if not calls or not reply.tools:
+                break
+            messages += await _run_calls(generation, reply, store, calls, pieces, rounds)
         status = "complete"
     except asyncio.CancelledError:
         status = generation.stop_status
@@ -81,28 +97,117 @@ async def produce_reply(
         generation.publish("error", {"message": exc.message, "code": exc.code})
     finally:
         with anyio.CancelScope(shield=True):
-            await _store(generation, reply, stream, pieces, status, finish_reason, meter, store)
+            await _store(generation, reply, rounds, pieces, status, finish_reason, meter, store)
+
+
+@dataclass
+class _Rounds:
+    """The engine requests of one reply (one per tool round) and where the reply hangs."""
+
+    streams: list[ChatStream] = field(default_factory=list)
+    parent: str | None = None  # the last tool message, when tools were called
+
+
+def _with_tools(reply: Reply, messages: list[dict[str, Any]], *, last: bool) -> dict[str, Any]:
+    """The request for one round: the tools offered, and on the last round none may be called."""
+    body = {**reply.body, "messages": messages}
+    if reply.tools:
+        body["tools"] = [TOOLS[name].definition() for name in reply.tools]
+        body["tool_choice"] = "none" if last else "auto"
+    return body
+
+
+async def _run_calls(
+    generation: Generation,
+    reply: Reply,
+    store: ConversationStore,
+    calls: ToolCallBuilder,
+    pieces: list[str],
+    rounds: _Rounds,
+) -> list[dict[str, Any]]:
+    """Store the assistant's calls, run them all at once, store and announce each result.
+
+    `rounds.parent` follows each stored message, so however the reply ends it hangs under the
+    last one. Returns the messages to send back to the model.
+    """
+    cid = reply.conversation_id
+    tool_calls = calls.as_message_calls()
+    text = "".join(pieces)
+    if rounds.parent is None:  # the first round: the calls hang where the reply was put
+        row = store.db.execute("SELECT parent_id FROM messages WHERE id = ?", (reply.reply_id,))
+        rounds.parent = row.fetchone()[0]
+    with store.db.conn:
+        rounds.parent = store.add_message(
+            cid,
+            parent_id=rounds.parent,
+            role="assistant",
+            content=text,
+            model=reply.pool.model.name,
+            tool_calls=tool_calls,
+        )
+    for call in calls.calls():
+        generation.publish(
+            "tool.call", {"id": call.id, "name": call.name, "arguments": call.arguments}
+        )
+    context = ToolContext(user_id=reply.user_id, db=store.db)
+    results = await asyncio.gather(
+        *(run_tool(call, context, timeout=reply.tool_timeout) for call in calls.calls())
+    )
+    answered: list[dict[str, Any]] = [
+        {"role": "assistant", "content": text, "tool_calls": tool_calls}
+    ]
+    for result in results:
+        with store.db.conn:
+            rounds.parent = store.add_message(
+                cid,
+                parent_id=rounds.parent,
+                role="tool",
+                content=result.content,
+                tool_call_id=result.call.id,
+                status="error" if result.error else "complete",
+            )
+        generation.publish(
+            "tool.result",
+            {
+                "id": result.call.id,
+                "name": result.call.name,
+                "content": result.content,
+                "error": result.error,
+            },
+        )
+        answered.append({"role": "tool", "content": result.content, "tool_call_id": result.call.id})
+    return answered
 
 
 async def _store(
     generation: Generation,
     reply: Reply,
-    stream: ChatStream | None,
+    rounds: _Rounds,
     pieces: list[str],
     status: str,
     finish_reason: str | None,
     meter: Meter,
     store: ConversationStore,
 ) -> None:
+    """Store the reply and its usage (every round's, summed) in one transaction."""
     usage: dict[str, Any] | None = None
     first_token_at = None
-    if stream is not None:
-        await stream.aclose()
-        usage = await stream.final_usage()
-        first_token_at = stream.first_token_at
+    for each in rounds.streams:
+        await each.aclose()
+        usage = _added(usage, await each.final_usage())
+        first_token_at = first_token_at or each.first_token_at
+    stream = rounds.streams[-1] if rounds.streams else None
     content = "".join(pieces)
 
     def save(conn: Any) -> None:
+        if rounds.parent is not None:  # the answer follows the tool results it read
+            conn.execute(
+                "UPDATE messages SET parent_id = ? WHERE id = ?", (rounds.parent, reply.reply_id)
+            )
+            conn.execute(
+                "UPDATE conversations SET current_leaf = ? WHERE id = ?",
+                (reply.reply_id, reply.conversation_id),
+            )
         store.finish_message(
             conn,
             reply.reply_id,
@@ -132,3 +237,15 @@ async def _store(
             "content": content,
         },
     )
+
+
+def _added(total: dict[str, Any] | None, usage: Mapping[str, Any]) -> dict[str, Any]:
+    """Two usages summed (prompt and completion tokens), for a reply of several rounds."""
+    if total is None:
+        return dict(usage)
+    summed = dict(total)
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = usage.get(key)
+        if isinstance(value, int):
+            summed[key] = (summed.get(key) or 0) + value
+    return summed

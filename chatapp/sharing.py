@@ -9,6 +9,7 @@ revoked.
 from __future__ import annotations
 
 import html
+import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,7 +80,16 @@ class Sharing:
             )
         fields = {
             k: source[k]
-            for k in ("title", "system_prompt", "model", "tags", "folder", "pinned", "archived")
+            for k in (
+                "title",
+                "system_prompt",
+                "model",
+                "tags",
+                "folder",
+                "pinned",
+                "archived",
+                "tools",
+            )
             if k in source
         }
         rows = _checked_messages(messages)
@@ -89,11 +99,25 @@ class Sharing:
         ids = {old: new_id("msg") for old, *_ in rows}
         try:
             with self.db.conn:
-                for old, parent, role, content, model, status, finish, prompt, output, at in rows:
+                for (
+                    old,
+                    parent,
+                    role,
+                    content,
+                    model,
+                    status,
+                    finish,
+                    prompt,
+                    output,
+                    at,
+                    tool_calls,
+                    tool_call_id,
+                ) in rows:
                     self.db.execute(
                         "INSERT INTO messages (id, conversation_id, parent_id, role, content,"
                         " model, status, finish_reason, prompt_tokens, completion_tokens,"
-                        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " created_at, updated_at, tool_calls, tool_call_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             ids[old],
                             cid,
@@ -107,6 +131,8 @@ class Sharing:
                             output,
                             at,
                             at,
+                            tool_calls,
+                            tool_call_id,
                         ),
                     )
                 self.db.execute(
@@ -168,14 +194,30 @@ class Sharing:
 
 _STATUSES = ("complete", "incomplete", "cancelled", "error")
 ImportRow = tuple[
-    str, str | None, str, str, str | None, str, str | None, int | None, int | None, str
+    str,
+    str | None,
+    str,
+    str,
+    str | None,
+    str,
+    str | None,
+    int | None,
+    int | None,
+    str,
+    str | None,
+    str | None,
 ]
 
 
 def _checked_messages(messages: list[Any]) -> list[ImportRow]:
-    """Exported messages as rows to insert; each one checked, parents before children."""
+    """Exported messages as rows to insert; each one checked, parents before children.
+
+    A reply that used tools hangs under the tool results stored after it, so an export's
+    order is not always parents first: the rows are put in tree order here.
+    """
     rows: list[ImportRow] = []
     seen: set[str] = set()
+    ids = {m.get("id") for m in messages if isinstance(m, dict)}
 
     def fail(i: int, field: str, problem: str) -> InvalidRequest:
         return InvalidRequest(f"messages[{i}].{field}: {problem}", param=f"messages[{i}].{field}")
@@ -195,8 +237,8 @@ def _checked_messages(messages: list[Any]) -> list[ImportRow]:
         if not isinstance(old, str) or old in seen:
             raise fail(i, "id", "must be a string not used by an earlier message")
         parent = optional(i, message, "parent_id")
-        if parent is not None and parent not in seen:
-            raise fail(i, "parent_id", "must name an earlier message")
+        if parent is not None and (parent not in ids or parent == old):
+            raise fail(i, "parent_id", "must name another message of the export")
         if message.get("role") not in _ROLES:
             raise fail(i, "role", f"must be one of {', '.join(_ROLES)}")
         if not isinstance(message.get("content"), str):
@@ -216,6 +258,9 @@ def _checked_messages(messages: list[Any]) -> list[ImportRow]:
                 raise fail(i, f"usage.{name}", "must be a whole number")
             counts.append(value)
         created = optional(i, message, "created_at") or _stamp(datetime.now(UTC))
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None and not isinstance(tool_calls, list):
+            raise fail(i, "tool_calls", "must be a list or null")
         rows.append(
             (
                 old,
@@ -228,7 +273,35 @@ def _checked_messages(messages: list[Any]) -> list[ImportRow]:
                 counts[0],
                 counts[1],
                 created,
+                json.dumps(tool_calls) if tool_calls else None,
+                optional(i, message, "tool_call_id"),
             )
         )
         seen.add(old)
-    return rows
+    return _tree_order(rows)
+
+
+def _tree_order(rows: list[ImportRow]) -> list[ImportRow]:
+    """Parents before children, otherwise in the export's order (a loop of parents is
+    refused: it is no tree)."""
+    placed: set[str] = set()
+    waiting: dict[str, list[ImportRow]] = {}
+    ordered: list[ImportRow] = []
+
+    def place(row: ImportRow) -> None:
+        stack = [row]
+        while stack:
+            current = stack.pop()
+            ordered.append(current)
+            placed.add(current[0])
+            stack.extend(reversed(waiting.pop(current[0], [])))
+
+    for row in rows:
+        parent = row[1]
+        if parent is None or parent in placed:
+            place(row)
+        else:
+            waiting.setdefault(parent, []).append(row)
+    if len(ordered) != len(rows):
+        raise InvalidRequest("messages: the parent_id links form a loop.", param="messages")
+    return ordered

@@ -39,6 +39,7 @@ from server.routes.chat import chat_completions
 from server.routes.health import healthz, readyz
 from server.routes.models import list_models
 from server.routes.search import search_conversations
+from server.routes.tools import list_tools
 from server.routes.usage import own_usage
 from server.state import GatewayState
 
@@ -50,6 +51,7 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/usage", own_usage, methods=["GET"]),
+    Route("/v1/tools", list_tools, methods=["GET"]),
     Route("/v1/conversations", conv.conversations, methods=["GET", "POST"]),
     Route("/v1/conversations/import", sharing.import_conversation, methods=["POST"]),
     Route("/v1/conversations/{cid}/export", sharing.export, methods=["GET"]),

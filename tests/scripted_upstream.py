@@ -8,6 +8,9 @@ It speaks OpenAI's chat completions SSE. The last user message picks the script:
   "script:garbage"  streams a chunk whose choices are not a list
   "script:cut"      ends with [DONE] but no finish_reason (an interrupted llama.cpp answer)
   "script:count"    streams "t0 " … "t29 " 40 ms apart, then stops normally
+  "script:tool:NAME:ARGS"  calls tool NAME with the JSON ARGS (streamed in pieces, or not);
+                    once the last message is the tool's result, answers "result: <it>"
+  "script:tools-forever"   calls the calculator every time, until tool_choice is "none"
 anything else      streams "ok" tokens and a usage chunk.
 
 `python -m tests.scripted_upstream PORT LOG` runs it as its own process (one a test can
@@ -71,11 +74,79 @@ def _chunk(text: str | None = None, finish: str | None = None, usage: dict | Non
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+def _tool_script(body: dict) -> dict | str | None:
+    """For the tool scripts: a call to make ({"name", "arguments"}) or text to answer."""
+    messages = body["messages"]
+    asked = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    if not isinstance(asked, str) or not asked.startswith("script:tool"):
+        return None
+    if asked == "script:tools-forever":
+        if body.get("tool_choice") == "none":
+            return "gave up"
+        return {"name": "calculator", "arguments": '{"expression": "1+1"}'}
+    if messages[-1].get("role") == "tool":
+        return f"result: {messages[-1]['content']}"
+    _, _, name, arguments = asked.split(":", 3)
+    return {"name": name, "arguments": arguments}
+
+
+def _tool_response(body: dict, answer: dict | str) -> Response:
+    call_id = f"call_{len(body['messages'])}"
+    if not body.get("stream"):
+        text = answer if isinstance(answer, str) else None
+        message: dict = {"role": "assistant", "content": text}
+        if isinstance(answer, dict):
+            message["tool_calls"] = [{"id": call_id, "type": "function", "function": dict(answer)}]
+        finish = "tool_calls" if isinstance(answer, dict) else "stop"
+        return JSONResponse(
+            {
+                "id": "chatcmpl-scripted",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "scripted",
+                "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+            }
+        )
+
+    async def stream() -> AsyncIterator[bytes]:
+        if isinstance(answer, str):
+            yield _chunk(answer)
+            yield _chunk(finish="stop")
+        else:
+            arguments = answer["arguments"]
+            third = max(1, len(arguments) // 3)
+            pieces = [arguments[:third], arguments[third : 2 * third], arguments[2 * third :]]
+            first = {"index": 0, "id": call_id, "type": "function"}
+            yield _delta({"tool_calls": [{**first, "function": {"name": answer["name"]}}]})
+            for piece in pieces:
+                yield _delta({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            yield _chunk(finish="tool_calls")
+        yield _chunk(usage={"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12})
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def _delta(delta: dict) -> bytes:
+    body = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "scripted",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
 def build_app(recorder: Recorder) -> Starlette:
     async def chat(request: Request) -> Response:
         body = await request.json()
         recorder.note_request(body)
         script = body["messages"][-1]["content"]
+        tool_answer = _tool_script(body)
+        if tool_answer is not None:
+            return _tool_response(body, tool_answer)
         if script == "script:reject":
             return JSONResponse(
                 {

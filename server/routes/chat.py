@@ -17,6 +17,7 @@ from chatapp.completions import ChatStream
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
 from chatapp.router import affinity_key
 from chatapp.token_count import count_usage
+from chatapp.tool_calls import tools_not_supported
 from chatapp.upstreams import ModelPool
 from server.auth import authenticate
 from server.body import read_json
@@ -36,6 +37,8 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     principal = authenticate(request)
     chat = parse_chat_request(await read_json(request, state.config.server.max_body_bytes))
     pool = state.pool(chat.model)
+    if chat.body.get("tools") and not pool.model.tools:
+        raise tools_not_supported(pool.model.name)
     # An answer with no max_tokens is capped at the model's output reserve, so the tokens
     # reserved against quotas are the most it can use (set max_tokens for longer answers).
     chat.body.setdefault("max_tokens", pool.model.output_reserve)

@@ -21,6 +21,7 @@ from chatapp.generation import Event, Generation
 from chatapp.replies import Reply, produce_reply
 from chatapp.summaries import write_summary
 from chatapp.titles import write_title
+from chatapp.tool_calls import tools_not_supported
 from chatapp.upstreams import ModelPool
 from server.auth import authenticate
 from server.body import read_json
@@ -207,6 +208,9 @@ async def _start(
     model_name = body.get("model") or conv["model"] or next(iter(state.pools))
     pool = state.pool(model_name)
     model = pool.model
+    tools = tuple(conv["tools"])
+    if tools and not model.tools:
+        raise tools_not_supported(model.name)
     params = {k: body[k] for k in _PARAMS if k in body}
     # The generation parameters are checked before any of them is used.
     parse_chat_request(
@@ -259,7 +263,19 @@ async def _start(
             # The same Idempotency-Key won a race a moment ago: answer with that send.
             return _replay(state, principal, store, earlier[0], earlier[2], after=0)
         raise
-    reply = Reply(cid, user_message_id, reply_id, pool, chat.body, ticket)
+    server = state.config.server
+    reply = Reply(
+        cid,
+        user_message_id,
+        reply_id,
+        pool,
+        chat.body,
+        ticket,
+        user_id=principal.user_id,
+        tools=tools,
+        tool_iterations=server.tool_iterations,
+        tool_timeout=server.tool_timeout_seconds,
+    )
 
     async def run(generation: Generation) -> None:
         await produce_reply(

@@ -395,7 +395,7 @@ def test_crafted_imports_are_refused_and_leave_nothing_behind(api: Api) -> None:
     message = {"role": "user", "content": "hi"}
     cases = [
         [{**message, "id": "a"}, {**message, "id": "a", "parent_id": "a"}],  # its own parent
-        [{**message, "id": "a", "parent_id": "b"}, {**message, "id": "b"}],  # parent later
+        [{**message, "id": "a", "parent_id": "b"}, {**message, "id": "b", "parent_id": "a"}],
         [{**message, "id": "a", "parent_id": []}],
         [{**message, "id": "a", "usage": "zz"}],
         [{**message, "id": "a", "usage": {"prompt_tokens": 2**70}}],
