@@ -22,6 +22,7 @@ __all__ = ["drain", "fleet_status", "models_status", "undrain"]
 
 log = logging.getLogger("chatapp.server")
 
+
 def _admin(request: Request) -> GatewayState:
     authenticate(request, "admin")
     return state_of(request)
