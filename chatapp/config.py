@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from chatapp.errors import ConfigError
 from chatapp.limits import LIMIT_KINDS, Limits, Tier
+from chatapp.moderation_config import ModerationConfig, parse_moderation
+from chatapp.toml_table import Table
 
 __all__ = [
     "ENGINE_KINDS",
@@ -110,6 +111,7 @@ class Config:
     server: ServerConfig
     models: Mapping[str, ModelConfig]
     tiers: Mapping[str, Tier] = field(default_factory=dict)
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
 
     def tier(self, name: str | None) -> Tier:
         """The named tier; an unknown or missing name falls back to the default tier."""
@@ -135,8 +137,8 @@ def load_config(path: Path) -> Config:
 
 def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     """Turn parsed TOML into Config, rejecting unknown keys so typos do not pass silently."""
-    table = _Table(raw, str(path), "")
-    table.only("server", "models", "tiers")
+    table = Table(raw, str(path), "")
+    table.only("server", "models", "tiers", "moderation")
     server = _parse_server(table.table("server"))
     models_table = table.table("models")
     models = {name: _parse_model(models_table.table(name), name) for name in models_table.keys()}
@@ -159,10 +161,14 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             "server.default_tier",
             f"names no tier in [tiers] (defined: {', '.join(sorted(tiers))})",
         )
-    return Config(path=path, server=server, models=models, tiers=tiers)
+    moderation = parse_moderation(table.table("moderation"))
+    for tier in moderation.tiers:
+        if tier not in tiers:
+            raise ConfigError(str(path), f"moderation.tiers.{tier}", "names no tier in [tiers]")
+    return Config(path=path, server=server, models=models, tiers=tiers, moderation=moderation)
 
 
-def _parse_limit_values(t: _Table) -> dict[str, int]:
+def _parse_limit_values(t: Table) -> dict[str, int]:
     values = {}
     for kind in t.keys():
         if kind in LIMIT_KINDS:
@@ -170,7 +176,7 @@ def _parse_limit_values(t: _Table) -> dict[str, int]:
     return values
 
 
-def _parse_tier(t: _Table, name: str) -> Tier:
+def _parse_tier(t: Table, name: str) -> Tier:
     t.only(*LIMIT_KINDS, "models")
     models_table = t.table("models")
     per_model = {}
@@ -181,7 +187,7 @@ def _parse_tier(t: _Table, name: str) -> Tier:
     return Tier(name=name, limits=Limits(**_parse_limit_values(t)), models=per_model)
 
 
-def _parse_server(t: _Table) -> ServerConfig:
+def _parse_server(t: Table) -> ServerConfig:
     t.only(
         "host",
         "port",
@@ -236,7 +242,7 @@ def _parse_server(t: _Table) -> ServerConfig:
     )
 
 
-def _parse_model(t: _Table, name: str) -> ModelConfig:
+def _parse_model(t: Table, name: str) -> ModelConfig:
     t.only(
         "engine",
         "model",
@@ -307,14 +313,14 @@ _VLLM_KEYS = (
 )
 
 
-def _routing(t: _Table) -> str:
+def _routing(t: Table) -> str:
     routing = t.string("routing", "affinity") or "affinity"
     if routing not in ROUTING_POLICIES:
         t.fail("routing", f"must be one of {', '.join(ROUTING_POLICIES)} (got {routing!r})")
     return routing
 
 
-def _parse_vllm(t: _Table, engine: str | None) -> VllmOptions:
+def _parse_vllm(t: Table, engine: str | None) -> VllmOptions:
     """vLLM's named options; on another engine they would be silently ignored, so refuse."""
     if engine != "vllm":
         for key in _VLLM_KEYS:
@@ -345,7 +351,7 @@ def _parse_vllm(t: _Table, engine: str | None) -> VllmOptions:
     )
 
 
-def _parse_node(t: _Table) -> NodeConfig:
+def _parse_node(t: Table) -> NodeConfig:
     t.only("url", "api_key", "weight")
     url = t.string("url", None)
     if not url or not url.startswith(("http://", "https://")):
@@ -355,69 +361,3 @@ def _parse_node(t: _Table) -> NodeConfig:
         api_key=t.string("api_key", None),
         weight=t.number("weight", 1.0, low=0.0),
     )
-
-
-class _Table:
-    """A TOML table that remembers its dotted key, so every error can say where it is."""
-
-    def __init__(self, raw: Mapping[str, Any], path: str, prefix: str) -> None:
-        self.raw = raw
-        self.path = path
-        self.prefix = prefix
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def fail(self, name: str, problem: str) -> NoReturn:
-        raise ConfigError(self.path, self.key(name), problem)
-
-    def keys(self) -> list[str]:
-        return list(self.raw)
-
-    def only(self, *allowed: str) -> None:
-        for name in self.raw:
-            if name not in allowed:
-                self.fail(name, f"unknown key (expected one of: {', '.join(allowed)})")
-
-    def table(self, name: str) -> _Table:
-        value = self.raw.get(name, {})
-        if not isinstance(value, Mapping):
-            self.fail(name, f"must be a table, not {type(value).__name__}")
-        return _Table(value, self.path, self.key(name))
-
-    def tables(self, name: str) -> list[_Table]:
-        value = self.raw.get(name, [])
-        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
-            self.fail(name, "must be an array of tables ([[...]])")
-        return [_Table(v, self.path, f"{self.key(name)}[{i}]") for i, v in enumerate(value)]
-
-    def string(self, name: str, default: str | None) -> str | None:
-        value = self.raw.get(name, default)
-        if value is not None and not isinstance(value, str):
-            self.fail(name, f"must be a string, not {type(value).__name__}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw.get(name, default)
-        if not isinstance(value, bool):
-            self.fail(name, f"must be true or false, not {type(value).__name__}")
-        return value
-
-    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
-        value = self.raw.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(name, f"must be an integer, not {type(value).__name__}")
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            self.fail(name, f"must be {bound} (got {value})")
-        return int(value)
-
-    def number(self, name: str, default: float, *, low: float) -> float:
-        value = self.raw.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(name, f"must be a number, not {type(value).__name__}")
-        if not math.isfinite(value):
-            self.fail(name, f"must be a finite number (got {value})")
-        if value < low:
-            self.fail(name, f"must be at least {low} (got {value})")
-        return float(value)

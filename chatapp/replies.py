@@ -16,6 +16,7 @@ from chatapp.conversations import ConversationStore
 from chatapp.errors import RequestError
 from chatapp.generation import Generation
 from chatapp.metering import Meter, Ticket
+from chatapp.moderation import OutputGuard
 from chatapp.tool_calls import ToolCallBuilder
 from chatapp.tools import TOOLS, ToolContext, run_tool
 from chatapp.upstreams import ModelPool
@@ -25,6 +26,7 @@ __all__ = ["Reply", "produce_reply"]
 # How a stored reply's status reads in the usage ledger.
 _LEDGER_STATUS = {
     "complete": "ok",
+    "filtered": "filtered",
     "incomplete": "cancelled",
     "cancelled": "cancelled",
     "error": "error",
@@ -45,6 +47,7 @@ class Reply:
     tools: tuple[str, ...] = ()  # built-in tools the model may call (chatapp.tools)
     tool_iterations: int = 4
     tool_timeout: float = 10.0
+    guard: OutputGuard | None = None  # moderation of the answer as it streams
 
 
 async def produce_reply(
@@ -84,13 +87,19 @@ async def produce_reply(
                 for choice in chunk.get("choices") or ():
                     finish_reason = choice.get("finish_reason") or finish_reason
                     text = (choice.get("delta") or {}).get("content")
+                    if text and reply.guard is not None and not await reply.guard.admit(text):
+                        raise _Filtered
                     if text:
                         pieces.append(text)
                         generation.publish("token.delta", {"text": text})
+            if reply.guard is not None and not calls and not await reply.guard.finish():
+                raise _Filtered
             if not calls or not reply.tools:
                 break
             messages += await _run_calls(generation, reply, store, calls, pieces, rounds)
         status = "complete"
+    except _Filtered:
+        status, finish_reason = "filtered", "content_filter"
     except asyncio.CancelledError:
         status = generation.stop_status
     except RequestError as exc:
@@ -98,6 +107,10 @@ async def produce_reply(
     finally:
         with anyio.CancelScope(shield=True):
             await _store(generation, reply, rounds, pieces, status, finish_reason, meter, store)
+
+
+class _Filtered(Exception):
+    """Moderation blocked the answer: stop it where it is."""
 
 
 @dataclass

@@ -192,7 +192,7 @@ class Sharing:
         return shown, [{k: m[k] for k in ("role", "content", "created_at")} for m in messages]
 
 
-_STATUSES = ("complete", "incomplete", "cancelled", "error")
+_STATUSES = ("complete", "incomplete", "cancelled", "error", "blocked", "filtered")
 ImportRow = tuple[
     str,
     str | None,

@@ -6,7 +6,19 @@ from typing import Annotated
 
 import typer
 
-from cli import conversations, fleet, keys, local, models, orgs, quota, tiers, usage, users
+from cli import (
+    conversations,
+    fleet,
+    keys,
+    local,
+    models,
+    moderation,
+    orgs,
+    quota,
+    tiers,
+    usage,
+    users,
+)
 from cli.chat import chat
 from cli.client import resolve_target
 from cli.doctor import doctor
@@ -61,6 +73,7 @@ app.add_typer(usage.app, name="usage")
 app.add_typer(models.app, name="models", help="Models: engines, replicas, load and restarts.")
 app.add_typer(fleet.app, name="fleet", help="Upstreams: health, load, drain and undrain.")
 app.add_typer(conversations.app, name="conversations")
+app.add_typer(moderation.app, name="moderation")
 
 
 if __name__ == "__main__":

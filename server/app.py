@@ -28,6 +28,7 @@ from chatapp.housekeeping import Housekeeper
 from chatapp.ledger import LEDGER_NAME, Ledger
 from chatapp.limiter import Limiter
 from chatapp.metering import Meter
+from chatapp.moderation import Moderator
 from chatapp.paths import DB_NAME
 from chatapp.quotas import Quotas
 from chatapp.store import open_database
@@ -38,6 +39,7 @@ from server.routes import conversations as conv
 from server.routes.chat import chat_completions
 from server.routes.health import healthz, readyz
 from server.routes.models import list_models
+from server.routes.moderation import moderation_log
 from server.routes.search import search_conversations
 from server.routes.tools import list_tools
 from server.routes.usage import own_usage
@@ -86,6 +88,7 @@ routes = [
     Route("/admin/conversations/import", admin_conversations.import_one, methods=["POST"]),
     Route("/admin/conversations/purge", admin_conversations.purge_deleted, methods=["POST"]),
     Route("/admin/usage", admin.usage_report, methods=["GET"]),
+    Route("/admin/moderation", moderation_log, methods=["GET"]),
     Route("/admin/models", fleet.models_status, methods=["GET"]),
     Route("/admin/fleet", fleet.fleet_status, methods=["GET"]),
     Route("/admin/fleet/drain", fleet.drain, methods=["POST"]),
@@ -143,6 +146,7 @@ def create_app(
             ledger=ledger,
             conversations=conversations,
             replies=replies,
+            moderator=Moderator(config.moderation, db, client),
         )
         announce = asyncio.create_task(_announce_when_ready(supervisors, on_ready))
         flusher = asyncio.create_task(

@@ -15,6 +15,7 @@ from chatapp.errors import InvalidRequest, NotFound
 from chatapp.generation import GenerationRegistry
 from chatapp.ledger import Ledger
 from chatapp.metering import Meter
+from chatapp.moderation import Moderator
 from chatapp.upstreams import ModelPool
 
 __all__ = ["GatewayState", "state_of"]
@@ -34,6 +35,7 @@ class GatewayState:
     ledger: Ledger
     conversations: ConversationStore
     replies: GenerationRegistry
+    moderator: Moderator
 
     def pool(self, model: object) -> ModelPool:
         """The pool for a model name, or 404 listing what exists."""

@@ -131,6 +131,33 @@ url = "http://127.0.0.1:{free_port()}/v1"
 
 [tiers.trial]                       # tiny, for tests that switch a user onto it
 requests_per_minute = 2
+
+[tiers.moderated]                   # users on it get the "strict" moderation policy
+requests_per_minute = 100000
+
+[moderation]
+tiers = {{ moderated = "strict" }}
+check_every_chars = 40
+
+[[moderation.policies.strict.rules]]
+category = "secrets"
+keywords = ["zebra-secret"]
+patterns = ['\\bAKIA[0-9A-Z]{{16}}\\b']
+
+[[moderation.policies.strict.rules]]
+category = "spoilers"
+keywords = ["rosebud"]
+applies_to = "output"
+
+[[moderation.policies.strict.rules]]
+category = "mild-language"
+action = "flag"
+keywords = ["darn"]
+applies_to = "input"
+
+[moderation.policies.strict.classifier]
+url = "{scripted.url}/moderations"
+thresholds = {{ hate = 0.9 }}
 """
     path = tmp_path_factory.mktemp("config") / "models.toml"
     path.write_text(text)

@@ -11,6 +11,9 @@ It speaks OpenAI's chat completions SSE. The last user message picks the script:
   "script:tool:NAME:ARGS"  calls tool NAME with the JSON ARGS (streamed in pieces, or not);
                     once the last message is the tool's result, answers "result: <it>"
   "script:tools-forever"   calls the calculator every time, until tool_choice is "none"
+  "script:say:TEXT" streams TEXT word by word (answers not streamed: TEXT at once)
+It also answers POST /v1/moderations like OpenAI's: "hate" scores 0.95 for a text with
+"hateful" in it, 0.01 otherwise.
 anything else      streams "ok" tokens and a usage chunk.
 
 `python -m tests.scripted_upstream PORT LOG` runs it as its own process (one a test can
@@ -128,6 +131,39 @@ def _tool_response(body: dict, answer: dict | str) -> Response:
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
+def _say(body: dict, text: str) -> Response:
+    if not body.get("stream"):
+        return _tool_response({**body, "stream": False}, text)
+    words = text.split(" ")
+
+    async def stream() -> AsyncIterator[bytes]:
+        for i, word in enumerate(words):
+            yield _chunk(word if i == 0 else " " + word)
+            await asyncio.sleep(0.005)
+        yield _chunk(finish="stop")
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+async def _moderations(request: Request) -> Response:
+    text = str((await request.json()).get("input", ""))
+    score = 0.95 if "hateful" in text else 0.01
+    return JSONResponse(
+        {
+            "id": "modr-scripted",
+            "model": "scripted-moderation",
+            "results": [
+                {
+                    "flagged": score > 0.5,
+                    "categories": {"hate": score > 0.5, "violence": False},
+                    "category_scores": {"hate": score, "violence": 0.0},
+                }
+            ],
+        }
+    )
+
+
 def _delta(delta: dict) -> bytes:
     body = {
         "id": "chatcmpl-scripted",
@@ -147,6 +183,8 @@ def build_app(recorder: Recorder) -> Starlette:
         tool_answer = _tool_script(body)
         if tool_answer is not None:
             return _tool_response(body, tool_answer)
+        if isinstance(script, str) and script.startswith("script:say:"):
+            return _say(body, script.removeprefix("script:say:"))
         if script == "script:reject":
             return JSONResponse(
                 {
@@ -235,6 +273,7 @@ def build_app(recorder: Recorder) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/moderations", _moderations, methods=["POST"]),
         ]
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp
 
 from chatapp.completions import ChatStream
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
+from chatapp.moderation import Decision, OutputGuard, content_blocked, question_text
 from chatapp.router import affinity_key
 from chatapp.token_count import count_usage
 from chatapp.tool_calls import tools_not_supported
@@ -39,6 +41,15 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     pool = state.pool(chat.model)
     if chat.body.get("tools") and not pool.model.tools:
         raise tools_not_supported(pool.model.name)
+    moderator = state.moderator
+    policy = moderator.policy_for(principal)
+    if policy is not None:
+        question = question_text(chat.body["messages"])
+        decision = await moderator.check(policy, question, "input")
+        if decision is not None:
+            moderator.record(decision, direction="input", principal=principal, model=chat.model)
+            if decision.blocks:
+                raise content_blocked(decision)
     # An answer with no max_tokens is capped at the model's output reserve, so the tokens
     # reserved against quotas are the most it can use (set max_tokens for longer answers).
     chat.body.setdefault("max_tokens", pool.model.output_reserve)
@@ -74,11 +85,26 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
         status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
         meter.finish(ticket, status=status, usage=None, upstream=None)
         raise
+    guard = None
+    if policy is not None:
+
+        def record(decision: Decision) -> None:
+            moderator.record(
+                decision,
+                direction="output",
+                principal=principal,
+                model=chat.model,
+                request_id=ticket.request_id,
+            )
+
+        guard = OutputGuard(moderator, policy, record)
     if not chat.stream:
-        meter.finish(ticket, status="ok", usage=completion.usage, upstream=completion.upstream.name)
-        return Response(
-            completion.content, media_type="application/json", headers=meter.headers(ticket)
-        )
+        content, status = completion.content, "ok"
+        if guard is not None:
+            content, status = await _moderated_answer(content, guard)
+        upstream = completion.upstream.name
+        meter.finish(ticket, status=status, usage=completion.usage, upstream=upstream)
+        return Response(content, media_type="application/json", headers=meter.headers(ticket))
 
     async def close() -> None:
         """However the stream ended: close the engine request, then account for it."""
@@ -96,7 +122,7 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
             )
 
     return EventStreamResponse(
-        _frames(stream),
+        _frames(stream, guard),
         keepalive=state.config.server.keepalive_seconds,
         on_close=close,
         headers=meter.headers(ticket),
@@ -135,10 +161,52 @@ async def _while_connected(request: Request, work: Coroutine[Any, Any, T]) -> T:
     return work_task.result()
 
 
-async def _frames(stream: ChatStream) -> AsyncIterator[bytes]:
-    """SSE frames for each upstream chunk; a failure mid-stream becomes an error frame."""
+async def _moderated_answer(content: bytes, guard: OutputGuard) -> tuple[bytes, str]:
+    """A whole answer checked at once; a blocked one is emptied, with content_filter."""
+    try:
+        answer = json.loads(content)
+        choice = answer["choices"][0]
+        text = choice["message"].get("content") or ""
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return content, "ok"  # not a chat answer we can read: passed on as the engine sent it
+    if await guard.admit(text) and await guard.finish():
+        return content, "ok"
+    choice["message"]["content"] = ""
+    choice["finish_reason"] = "content_filter"
+    return json.dumps(answer).encode(), "filtered"
+
+
+def _filtered_chunk(data: str) -> str:
+    """The last chunk of an answer stopped by moderation: finish_reason content_filter."""
+    last = json.loads(data)
+    return json.dumps(
+        {
+            "id": last.get("id", "chatcmpl-chatapp"),
+            "object": "chat.completion.chunk",
+            "created": last.get("created", 0),
+            "model": last.get("model", ""),
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}],
+        }
+    )
+
+
+async def _frames(stream: ChatStream, guard: OutputGuard | None) -> AsyncIterator[bytes]:
+    """SSE frames for each upstream chunk; a failure mid-stream becomes an error frame.
+
+    With a moderation guard, each piece of text is checked before it is sent; a blocked one
+    is never sent: the stream ends with finish_reason content_filter instead.
+    """
     try:
         async for data in stream:
+            if guard is not None:
+                piece, finishing = _read_chunk(data)
+                allowed = await guard.admit(piece) if piece else True
+                if allowed and finishing:
+                    allowed = await guard.finish()
+                if not allowed:
+                    stream.outcome = "filtered"
+                    yield data_frame(_filtered_chunk(data))
+                    break
             yield data_frame(data)
     except RequestError as exc:
         yield error_frame(exc)
@@ -148,3 +216,17 @@ async def _frames(stream: ChatStream) -> AsyncIterator[bytes]:
         stream.outcome = "error"
         yield error_frame(UpstreamError("The answer failed; the server log has the details."))
     yield DONE
+
+
+def _read_chunk(data: str) -> tuple[str, bool]:
+    """A chunk's text, and whether it ends the answer (the last chance to check it whole)."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return "", False
+    text, finishing = "", False
+    for choice in chunk.get("choices") or ():
+        content = (choice.get("delta") or {}).get("content")
+        text += content if isinstance(content, str) else ""
+        finishing = finishing or bool(choice.get("finish_reason"))
+    return text, finishing

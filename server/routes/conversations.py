@@ -14,10 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chatapp.accounts import Principal
+from chatapp.config import ModelConfig
 from chatapp.context import Prompt, fit_prompt
 from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest
 from chatapp.generation import Event, Generation
+from chatapp.moderation import Decision, OutputGuard, content_blocked
+from chatapp.moderation_config import Policy
 from chatapp.replies import Reply, produce_reply
 from chatapp.summaries import write_summary
 from chatapp.titles import write_title
@@ -211,6 +214,10 @@ async def _start(
     tools = tuple(conv["tools"])
     if tools and not model.tools:
         raise tools_not_supported(model.name)
+    moderator = state.moderator
+    policy = moderator.policy_for(principal)
+    if policy is not None and content is not None:
+        await _check_question(state, principal, store, conv, policy, content, parent_id, model)
     params = {k: body[k] for k in _PARAMS if k in body}
     # The generation parameters are checked before any of them is used.
     parse_chat_request(
@@ -218,7 +225,7 @@ async def _start(
     )
     prompt = fit_prompt(
         conv["system_prompt"],
-        history,
+        [m for m in history if m.get("status") != "blocked"],  # never sent to a model
         pool.upstreams[0].counter,
         context_window=model.context_window,
         output_reserve=params.get("max_tokens") or model.output_reserve,
@@ -264,6 +271,20 @@ async def _start(
             return _replay(state, principal, store, earlier[0], earlier[2], after=0)
         raise
     server = state.config.server
+    guard = None
+    if policy is not None:
+
+        def record(decision: Decision) -> None:
+            moderator.record(
+                decision,
+                direction="output",
+                principal=principal,
+                model=model.name,
+                conversation_id=cid,
+                request_id=ticket.request_id,
+            )
+
+        guard = OutputGuard(moderator, policy, record)
     reply = Reply(
         cid,
         user_message_id,
@@ -275,6 +296,7 @@ async def _start(
         tools=tools,
         tool_iterations=server.tool_iterations,
         tool_timeout=server.tool_timeout_seconds,
+        guard=guard,
     )
 
     async def run(generation: Generation) -> None:
@@ -298,6 +320,36 @@ async def _start(
 
     generation = state.replies.start(reply_id, run)
     return _stream(state, generation, after=0)
+
+
+async def _check_question(
+    state: GatewayState,
+    principal: Principal,
+    store: ConversationStore,
+    conv: dict[str, Any],
+    policy: Policy,
+    content: str,
+    parent_id: str | None,
+    model: ModelConfig,
+) -> None:
+    """Moderate a question; a blocked one is stored as `blocked` (never sent to a model)."""
+    moderator = state.moderator
+    decision = await moderator.check(policy, content, "input")
+    if decision is None:
+        return
+    moderator.record(
+        decision,
+        direction="input",
+        principal=principal,
+        model=model.name,
+        conversation_id=conv["id"],
+    )
+    if decision.blocks:
+        with store.db.conn:
+            store.add_message(
+                conv["id"], parent_id=parent_id, role="user", content=content, status="blocked"
+            )
+        raise content_blocked(decision)
 
 
 def _refresh_summary(

@@ -246,7 +246,7 @@ def test_admin_routes_need_the_admin_scope(server: LiveServer) -> None:
     assert response.status_code == 403
     assert response.json()["error"]["type"] == "permission_error"
     tiers = _admin(server, "GET", "/admin/tiers").json()
-    assert set(tiers["tiers"]) == {"free", "pro", "enterprise", "trial"}
+    assert set(tiers["tiers"]) == {"free", "pro", "enterprise", "trial", "moderated"}
 
 
 def test_reports_by_every_dimension_and_clear_errors(server: LiveServer) -> None:
