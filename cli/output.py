@@ -47,6 +47,8 @@ def output_format(json_output: bool, csv_output: bool = False) -> Format:
     return Format.JSON if json_output else Format.CSV if csv_output else Format.TABLE
 
 
+_GAP = 3  # what a column costs besides its text: padding either side and the divider
+
 # Short headings where a limit's API name would not fit an 80-column terminal.
 _HEADINGS = {
     "requests_per_minute": "req/min",
@@ -120,24 +122,37 @@ def emit(
     # keep their width and free text folds onto more lines. Nothing is cut off.
     numeric = [any(isinstance(r.get(c), int | float) for r in rows) for c in columns]
     keep = [True] * len(columns)
-    # Keep whole as much as fits: everything, else the names and numbers, else the names.
+    # Keep whole as much as fits: everything; else numbers, the first column and short
+    # columns; else numbers and the first column; else the first column. The rest folds.
     for candidate in (
         [True] * len(columns),
-        [number or i < 2 for i, number in enumerate(numeric)],
-        [i < 2 for i in range(len(columns))],
+        [number or i == 0 or widths[i] <= 12 for i, number in enumerate(numeric)],
+        [number or i == 0 for i, number in enumerate(numeric)],
+        [i == 0 for i in range(len(columns))],
         [False] * len(columns),
     ):
-        kept = sum(w + 2 for w, k in zip(widths, candidate, strict=True) if k)
-        if kept + 5 * candidate.count(False) <= console.width:
+        kept = sum(w + _GAP for w, k in zip(widths, candidate, strict=True) if k)
+        if kept + (4 + _GAP) * candidate.count(False) <= console.width:
             keep = candidate
             break
     else:
         keep = [False] * len(columns)
+    # Rich will not break a word to fit, so what folds gets a share of the room left, in
+    # proportion to its content.
+    kept_width = sum(w + _GAP for w, k in zip(widths, keep, strict=True) if k)
+    loose = [i for i, k in enumerate(keep) if not k]
+    room = console.width - kept_width - _GAP * len(loose)
+    loose_total = sum(widths[i] for i in loose) or 1
+    share = {i: max(3, room * widths[i] // loose_total) for i in loose}
+    while share and sum(share.values()) > room and max(share.values()) > 3:
+        widest = max(share, key=lambda i: share[i])
+        share[widest] -= 1
     for index, column in enumerate(columns):
         table.add_column(
             heading(column),
             justify="right" if numeric[index] else "left",
             min_width=widths[index] if keep[index] else None,
+            max_width=share.get(index, widths[index]),
             overflow="fold",
         )
     for line in cells:
