@@ -58,6 +58,10 @@ class CircuitBreaker:
         if self.state is BreakerState.HALF_OPEN:
             self.probing = True
 
+    def release_probe(self) -> None:
+        """The probe ended without a verdict (cancelled, refused as busy): let another go."""
+        self.probing = False
+
     def record_success(self) -> None:
         self.failures = 0
         self.opened_at = None

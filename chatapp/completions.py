@@ -72,11 +72,12 @@ class Completions:
                     json=payload,
                     headers=upstream.headers(),
                 )
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 attempts.failed(upstream, _connection_error(target, upstream, exc))
                 continue
             finally:
                 upstream.outstanding -= 1
+                upstream.breaker.release_probe()  # however it ended, the probe is over
             if response.status_code != 200:
                 error = _answer_error(upstream, response.status_code, response.content)
                 if not _retryable(response.status_code):
@@ -127,11 +128,18 @@ class Completions:
             started = time.monotonic()
             try:
                 response = await self.client.send(request, stream=True)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 upstream.outstanding -= 1
+                upstream.breaker.release_probe()
                 attempts.failed(upstream, _connection_error(target, upstream, exc))
                 continue
+            except BaseException:
+                # Cancelled (the client left, Stop, shutdown) before the engine answered.
+                upstream.outstanding -= 1
+                upstream.breaker.release_probe()
+                raise
             if response.status_code != 200:
+                upstream.breaker.release_probe()
                 try:
                     content = await response.aread()
                 finally:
@@ -147,8 +155,9 @@ class Completions:
 
 
 def _retryable(status: int) -> bool:
-    """Another upstream may well answer: the engine failed or is busy (not the request)."""
-    return status >= 500 or status == 429
+    """Another upstream may well answer: the engine failed, is busy, or is not set up for
+    this model (401/403/404: a node with another key or model list; 408: it timed out)."""
+    return status >= 500 or status in (401, 403, 404, 408, 429)
 
 
 @dataclass
@@ -178,14 +187,20 @@ class _Attempts:
 
 
 def _answer_error(upstream: Upstream, status: int, content: bytes) -> RequestError:
-    """Our error for an engine's non-200 answer; a 5xx also counts against the upstream."""
+    """Our error for an engine's non-200 answer. A 5xx, or an answer saying the node is not
+    set up for this (401/403/404/408), counts against the upstream; any other 4xx means the
+    upstream works and the request was wrong."""
     error = _upstream_error(status, content)
-    if status >= 500:
+    if status >= 500 or status in (401, 403, 404, 408):
         upstream.record_failure(f"HTTP {status}: {error.message}")
+    elif status != 429:
+        upstream.breaker.record_success()
     return error
 
 
-def _connection_error(pool: ModelPool, upstream: Upstream, exc: httpx.HTTPError) -> RequestError:
+def _connection_error(
+    pool: ModelPool, upstream: Upstream, exc: httpx.HTTPError | httpx.InvalidURL
+) -> RequestError:
     """Our error for an engine that could not be reached or did not answer; counted against it."""
     upstream.record_failure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):

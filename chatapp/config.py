@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from chatapp.errors import ConfigError
 from chatapp.limits import LIMIT_KINDS, Limits, Tier
 from chatapp.moderation_config import ModerationConfig, parse_moderation
@@ -273,6 +275,9 @@ def _parse_model(t: Table, name: str) -> ModelConfig:
         value = args_table.raw[key]
         if not isinstance(value, str | int | float | bool):
             args_table.fail(key, "engine arguments must be strings, numbers or booleans")
+        reserved = _RESERVED_ARGS.get(key.replace("-", "_"))
+        if reserved is not None:
+            args_table.fail(key, reserved)
         args[key] = value
     pricing = t.table("pricing")
     pricing.only("input_per_1m", "output_per_1m")
@@ -301,6 +306,18 @@ def _parse_model(t: Table, name: str) -> ModelConfig:
         ),
     )
 
+
+# Engine arguments chatapp sets itself: passing them would break supervision or planning.
+_RESERVED_ARGS = {
+    "host": "chatapp chooses the engine's address (serve --host for --engine-only)",
+    "port": "chatapp chooses the engine's port (serve --port for --engine-only)",
+    "model": "set the model with the model key",
+    "served_model_name": "the model is served under its name in models.toml",
+    "model_alias": "the model is served under its name in models.toml",
+    "tensor_parallel_size": "use the tensor_parallel_size key (GPUs are planned from it)",
+    "max_model_len": "use the context_window key",
+    "n_ctx": "use the context_window key",
+}
 
 _VLLM_KEYS = (
     "tensor_parallel_size",
@@ -356,6 +373,11 @@ def _parse_node(t: Table) -> NodeConfig:
     url = t.string("url", None)
     if not url or not url.startswith(("http://", "https://")):
         t.fail("url", "must be an http:// or https:// URL of an OpenAI-compatible /v1 base")
+    try:
+        if not httpx.URL(url).host:
+            raise httpx.InvalidURL("no host")
+    except httpx.InvalidURL as exc:
+        t.fail("url", f"not a usable URL ({exc})")
     return NodeConfig(
         url=url.rstrip("/"),
         api_key=t.string("api_key", None),

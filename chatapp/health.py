@@ -62,7 +62,7 @@ async def check_upstream(client: httpx.AsyncClient, upstream: Upstream, timeout:
         url = upstream.base_url + "/models"
     try:
         response = await client.get(url, headers=upstream.headers(), timeout=timeout)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         upstream.record_check(False, f"health check: {type(exc).__name__}")
         return
     if response.status_code != 200:
@@ -84,5 +84,11 @@ async def check_forever(
     upstreams = [u for pool in pools for u in pool.upstreams]
     timeout = max(0.5, min(5.0, every))
     while True:
-        await asyncio.gather(*(check_upstream(client, u, timeout) for u in upstreams))
+        results = await asyncio.gather(
+            *(check_upstream(client, u, timeout) for u in upstreams), return_exceptions=True
+        )
+        for upstream, result in zip(upstreams, results, strict=True):
+            if isinstance(result, Exception):
+                # One upstream's surprise must not stop the checks of all the others.
+                log.error("health check of %s failed: %r", upstream.name, result)
         await asyncio.sleep(every)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Routable", "affinity_key", "choose"]
+__all__ = ["Routable", "affinity_key", "choose", "key_hash"]
 
 _LOAD_FACTOR = 1.25  # affinity may carry this much more than the average load per weight…
 _LOAD_SLACK = 2.0  # …plus this many requests, before the least-loaded upstream is used
-_SCALE = 2.0**32
+_SCALE = 2.0**64
 
 
 class Routable(Protocol):
@@ -46,19 +45,34 @@ def affinity_key(body: Mapping[str, Any], session: str | None = None) -> str | N
     if isinstance(user, str) and user:
         return "user:" + user
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if not isinstance(messages, list):
         return None
     opening = []
-    for message in messages[:2]:
-        if isinstance(message, dict):
-            opening.append(f"{message.get('role')}\x00{message.get('content')}")
+    for role in ("system", "user"):  # the first of each: what every later turn repeats
+        first = next((m for m in messages if isinstance(m, dict) and m.get("role") == role), None)
+        if first is not None:
+            opening.append(f"{role}\x00{first.get('content')}")
+    if not opening:
+        return None
     return "prompt:" + hashlib.blake2b("\x01".join(opening).encode(), digest_size=8).hexdigest()
 
 
-def _score(key: bytes, upstream: Routable) -> float:
-    """Weighted rendezvous score: -weight / ln(u) for a uniform u in (0, 1) from the hash."""
-    unit = (zlib.crc32(key, upstream.seed) + 0.5) / _SCALE
-    return -upstream.weight / math.log(unit)
+_MASK = 2**64 - 1
+
+
+def key_hash(text: str) -> int:
+    """A stable 64-bit hash (the same in every process, unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def _score(key: int, upstream: Routable) -> float:
+    """Weighted rendezvous score: -weight / ln(u), u uniform in (0, 1) from mixing the key's
+    and the upstream's 64-bit hashes (splitmix64's finaliser: every bit of both matters)."""
+    x = key ^ upstream.seed
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    x ^= x >> 31
+    return -upstream.weight / math.log((x + 0.5) / _SCALE)
 
 
 def choose(
@@ -83,8 +97,8 @@ def choose(
     least = min(candidates, key=lambda u: u.outstanding / (u.weight or 1e-9))
     if policy != "affinity" or key is None:
         return least
-    data = key.encode()
-    preferred = max(candidates, key=lambda u: _score(data, u))
+    hashed = key_hash(key)
+    preferred = max(candidates, key=lambda u: _score(hashed, u))
     total_weight = sum(u.weight for u in candidates) or 1e-9
     average = sum(u.outstanding for u in candidates) / total_weight
     bound = _LOAD_FACTOR * average * preferred.weight + _LOAD_SLACK

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,7 +17,7 @@ from chatapp.engines.launch import EngineLaunch, build_launch
 from chatapp.engines.supervisor import EngineSupervisor
 from chatapp.errors import EngineUnavailable
 from chatapp.plain_messages import plain_messages
-from chatapp.router import choose
+from chatapp.router import choose, key_hash
 from chatapp.token_count import CharEstimate, GgufTokenizer, TokenCounter
 
 __all__ = ["ModelPool", "Upstream", "build_pools"]
@@ -59,7 +58,7 @@ class Upstream:
     gpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        self.seed = zlib.crc32(self.name.encode())  # its rendezvous-hash identity
+        self.seed = key_hash(self.name)  # its rendezvous-hash identity
 
     def available(self) -> bool:
         """Whether new requests may go here now."""
@@ -101,9 +100,9 @@ class Upstream:
         """An active health check's result; a passing one also closes a half-open breaker."""
         self.checked_at = time.time()
         if healthy:
+            # Healthy again, but the breaker closes only when a real request succeeds (its
+            # half-open probe): a /health that answers says little about /chat/completions.
             self.healthy = True
-            if self.breaker.state != "closed":
-                self.breaker.record_success()
         else:
             self.healthy = False
             self.record_failure(error or "health check failed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 
 from rich.markup import escape
@@ -53,7 +54,10 @@ async def _run(local: list[tuple[str, EngineSupervisor]], host: str) -> None:
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({ready, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if waiter not in done:
-        shown = "0.0.0.0" if host in ("0.0.0.0", "::") else host
+        # A wildcard address is no address for the gateway: name this box instead.
+        shown = socket.getfqdn() if host in ("0.0.0.0", "::", "") else host
+        if ":" in shown:
+            shown = f"[{shown}]"
         lines = ["[bold green]engines ready[/]; list them in the gateway's models.toml:"]
         for name, supervisor in local:
             url = f"http://{shown}:{supervisor.port}/v1"

@@ -7,6 +7,8 @@ more GPUs than there are, or for a GPU another model holds is a start-up error t
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -17,11 +19,14 @@ from chatapp.errors import ConfigError
 
 __all__ = ["GpuPlan", "detect_gpus", "plan_gpus"]
 
+log = logging.getLogger("chatapp.engines")
+
 GpuPlan = Mapping[str, tuple[tuple[int, ...], ...]]  # model name -> one GPU set per replica
 
 
 def detect_gpus(timeout: float = 10.0) -> list[int]:
-    """The indexes of the NVIDIA GPUs nvidia-smi lists; empty when there is none (or no driver)."""
+    """The indexes of the NVIDIA GPUs nvidia-smi lists (of those CUDA_VISIBLE_DEVICES allows,
+    when the operator set it); empty when there is none or the driver does not answer."""
     executable = shutil.which("nvidia-smi")
     if executable is None:
         return []
@@ -36,8 +41,14 @@ def detect_gpus(timeout: float = 10.0) -> list[int]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     if done.returncode != 0:
+        log.warning("nvidia-smi failed (%s): no GPU can be used", done.stderr.strip()[:200])
         return []
-    return sorted(int(line) for line in done.stdout.split() if line.strip().isdigit())
+    found = sorted(int(line) for line in done.stdout.split() if line.strip().isdigit())
+    allowed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if allowed is not None:
+        wanted = {int(part) for part in allowed.split(",") if part.strip().isdigit()}
+        found = [gpu for gpu in found if gpu in wanted]
+    return found
 
 
 def _fail(config: Config, model: ModelConfig, key: str, problem: str) -> ConfigError:

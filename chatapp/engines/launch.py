@@ -146,5 +146,10 @@ def _vllm(model: ModelConfig, host: str, port: int, gpus: Sequence[int] | None) 
             argv.append("--no-" + key)
         else:
             argv += [flag, str(value)]
-    env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))} if gpus is not None else {}
+    # PCI bus order makes CUDA's numbering nvidia-smi's, so a GPU index means one device.
+    env = (
+        {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        if gpus is not None
+        else {}
+    )
     return EngineLaunch(tuple(argv), health_path="/health", reports_stream_usage=True, env=env)

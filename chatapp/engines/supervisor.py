@@ -106,7 +106,16 @@ class EngineSupervisor:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"http://{self._url_host}:{self.port}/v1"
+
+    @property
+    def _url_host(self) -> str:
+        """The host as a URL needs it: IPv6 in brackets, a wildcard as loopback."""
+        if self.host in ("0.0.0.0", ""):
+            return "127.0.0.1"
+        if self.host == "::":
+            return "[::1]"
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     @property
     def pid(self) -> int | None:
@@ -130,6 +139,10 @@ class EngineSupervisor:
                 await self._wait_healthy(started)
             except (OSError, TimeoutError, ChatAppError) as exc:
                 log.error("engine %s: failed to start: %s (log: %s)", self.name, exc, self.log_path)
+                await self._terminate()
+            except Exception:
+                # A bug of ours must not end supervision silently with the engine left running.
+                log.exception("engine %s: supervision step failed", self.name)
                 await self._terminate()
             else:
                 assert self._process is not None
@@ -179,7 +192,7 @@ class EngineSupervisor:
     async def _wait_healthy(self, started: float) -> None:
         """Poll the engine's health route until it answers 200, it dies, or time runs out."""
         assert self._process is not None and self.launch is not None
-        url = f"http://{self.host}:{self.port}{self.launch.health_path}"
+        url = f"http://{self._url_host}:{self.port}{self.launch.health_path}"
         next_progress = started + 5.0
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:

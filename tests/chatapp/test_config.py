@@ -35,8 +35,9 @@ engine = "vllm"
 model = "org/model"
 context_window = 8192
 pricing = { input_per_1m = 0.5, output_per_1m = 1.5 }
+tensor_parallel_size = 2
 [models.big.args]
-tensor-parallel-size = 2
+max-num-seqs = 64
 [[models.big.nodes]]
 url = "http://10.0.0.2:8000/v1/"
 api_key = "k"
@@ -44,7 +45,7 @@ weight = 2
 """)
     model = load_config(path).models["big"]
     assert model.pricing.output_per_1m == 1.5
-    assert model.args == {"tensor-parallel-size": 2}
+    assert model.args == {"max-num-seqs": 64} and model.vllm.tensor_parallel_size == 2
     assert model.nodes[0].url == "http://10.0.0.2:8000/v1"
     assert model.nodes[0].weight == 2.0
 

@@ -45,7 +45,7 @@ def test_named_vllm_options_become_flags_and_args_win() -> None:
     assert argv[argv.index("--quantization") + 1] == "fp8"
     assert argv[argv.index("--max-num-seqs") + 1] == "64"
     assert argv.count("--dtype") == 1 and argv[argv.index("--dtype") + 1] == "float16"
-    assert launch.env == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert launch.env == {"CUDA_VISIBLE_DEVICES": "2,3", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     assert launch.health_path == "/health"
 
 
@@ -113,6 +113,9 @@ def test_impossible_gpu_plans_are_start_up_errors(
         (_vllm(fallback="m"), "fallback"),
         (_vllm(fallback="nope"), "fallback"),
         (_vllm(routing="random"), "routing"),
+        (_vllm(args={"tensor-parallel-size": 2}), "args.tensor-parallel-size"),
+        (_vllm(args={"port": 9000}), "args.port"),
+        ({"nodes": [{"url": "http://[::1:8000/v1"}]}, "nodes[0].url"),
     ],
 )
 def test_bad_vllm_and_routing_settings_name_their_key(model: dict[str, object], key: str) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 
+import httpx
 import pytest
 
 from chatapp.breaker import BreakerState, CircuitBreaker
+from chatapp.completions import Completions
 from chatapp.config import ModelConfig
 from chatapp.errors import EngineUnavailable
 from chatapp.health import prefix_cache_hit_rate
@@ -50,11 +53,20 @@ def test_only_the_conversations_of_a_lost_upstream_move() -> None:
     assert {key: pool.pick(key).name for key in before} == before
 
 
+@pytest.mark.parametrize("size", [3, 5])
+def test_keys_of_one_length_spread_evenly(size: int) -> None:
+    pool = _pool(size)
+    keys = [f"prompt:{i:016x}" for i in range(6000)]  # what the router's keys look like
+    counts = collections.Counter(pool.pick(key).name for key in keys)
+    share = 6000 / size
+    assert all(abs(n - share) < 0.12 * share for n in counts.values()), counts
+
+
 def test_weights_shift_affinity_share() -> None:
     pool = _pool(2)
     pool.upstreams[0].weight = 3.0
-    counts = collections.Counter(pool.pick(f"k{i}").name for i in range(2000))
-    assert 0.68 < counts["u0"] / 2000 < 0.82
+    counts = collections.Counter(pool.pick(f"prompt:{i:016x}").name for i in range(4000))
+    assert 0.70 < counts["u0"] / 4000 < 0.80
 
 
 def test_an_overloaded_affinity_choice_gives_way_to_the_least_loaded() -> None:
@@ -145,6 +157,10 @@ def test_affinity_key_from_session_user_or_prompt_opening() -> None:
     assert affinity_key({**turn1, "user": "ann"}) == "user:ann"
     assert affinity_key(turn1, "conv_1") == "conv_1"
     assert affinity_key({"messages": []}) is None
+    # Without a system prompt the second turn still has the same key as the first.
+    bare1 = {"messages": [{"role": "user", "content": "Q"}]}
+    bare2 = {"messages": [*bare1["messages"], {"role": "assistant", "content": "A"}]}
+    assert affinity_key(bare1) == affinity_key(bare2)
 
 
 def test_vllm_prefix_cache_hit_rate_from_metrics() -> None:
@@ -156,3 +172,54 @@ def test_vllm_prefix_cache_hit_rate_from_metrics() -> None:
     )
     assert prefix_cache_hit_rate(text) == 0.25
     assert prefix_cache_hit_rate("vllm:num_requests_running 3\n") is None
+
+
+def test_a_passing_health_check_does_not_close_an_open_breaker() -> None:
+    clock = Clock()
+    pool = _pool(1, clock=clock)
+    upstream = pool.upstreams[0]
+    upstream.record_check(False, "down")
+    upstream.record_check(False, "down")
+    assert upstream.breaker.state is BreakerState.OPEN
+    upstream.record_check(True)
+    assert upstream.healthy and upstream.breaker.state is BreakerState.OPEN
+    clock.now += 10
+    assert pool.pick().name == "u0"  # half-open: this request is the probe
+    assert not upstream.available()
+    upstream.breaker.release_probe()  # the probe was cancelled: another may go
+    assert upstream.available()
+
+
+async def test_a_stream_cancelled_before_the_engine_answers_frees_its_slot() -> None:
+    async def never(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(60)
+        raise AssertionError("not reached")
+
+    pool = _pool(1)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(never)) as client:
+        task = asyncio.create_task(
+            Completions(client).open_stream(
+                pool, {"messages": [{"role": "user", "content": "hi"}]}, include_usage=False
+            )
+        )
+        await asyncio.sleep(0.05)
+        assert pool.upstreams[0].outstanding == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert pool.upstreams[0].outstanding == 0
+
+
+async def test_a_node_that_does_not_know_the_model_is_failed_over() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "u0":
+            return httpx.Response(404, json={"error": {"message": "model m does not exist"}})
+        return httpx.Response(200, json={"choices": [], "usage": {"prompt_tokens": 1}})
+
+    pool = _pool(2, "round_robin")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        completions = Completions(client)
+        for _ in range(4):
+            done = await completions.create(pool, {"messages": []})
+            assert done.upstream.name == "u1"
+    assert pool.upstreams[0].failures >= 1

@@ -7,6 +7,7 @@ fourth, checking health every 0.2 s and opening a breaker after two failures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,7 +89,19 @@ class Fleet:
         for stand_in in self.stand_ins.values():
             if stand_in.process is None or stand_in.process.poll() is not None:
                 stand_in.start()
-        wait_for(lambda: all(u["circuit"] == "closed" for u in self.fleet_status().values()))
+        wait_for(lambda: all(u["healthy"] for u in self.fleet_status().values()))
+        # Breakers close on a real answer: ask until every upstream has given one.
+        with self.client() as client:
+            for i in range(200):
+                if all(u["circuit"] == "closed" for u in self.fleet_status().values()):
+                    return
+                for model in ("chat", "backup"):
+                    with contextlib.suppress(openai.APIStatusError):  # still cooling down
+                        client.chat.completions.create(
+                            model=model, messages=[{"role": "user", "content": f"revive-{i}"}]
+                        )
+                time.sleep(0.05)
+        raise AssertionError(f"breakers still open: {self.fleet_status()}")
 
 
 def wait_for(condition: object, timeout: float = 15.0) -> None:
@@ -234,11 +247,13 @@ def test_breaker_opens_on_a_dead_upstream_and_closes_when_it_is_back(fleet: Flee
             assert _ask(client, f"while-c-down-{i}", f"sess-c-{i}") == "ok"
     assert "c" not in _where(fleet, "while-c-down-")
     c.start()
-    wait_for(lambda: fleet.fleet_status()[name]["circuit"] == "closed")
-    assert fleet.fleet_status()[name]["healthy"] is True
+    wait_for(lambda: fleet.fleet_status()[name]["healthy"] is True)
+    assert fleet.fleet_status()[name]["circuit"] != "closed"  # a passing /health is no proof
     with fleet.client() as client:
-        for i in range(20):
+        for i in range(40):  # once the cooldown is over, one of these is its probe
             _ask(client, f"after-c-back-{i}", f"sess-back-{i}")
+            time.sleep(0.05)
+    assert fleet.fleet_status()[name]["circuit"] == "closed"
     assert "c" in _where(fleet, "after-c-back-")  # it takes its share again
 
 
