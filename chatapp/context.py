@@ -78,6 +78,9 @@ def _fit(
         kept.append(_as_prompt(message))
         used += cost
     kept.reverse()
+    # A tool result whose call was cut off would make engines refuse the prompt: drop it too.
+    while len(kept) > 1 and kept[0]["role"] == "tool":
+        used -= _cost(kept.pop(0), counter)
     return Prompt(head + kept, list(history[: len(history) - len(kept)]), used)
 
 

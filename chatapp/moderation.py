@@ -10,10 +10,13 @@ stops the answer before the offending piece is shown. Every decision is written 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import inspect
 import logging
 import re
+import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +25,7 @@ import httpx
 import sqlite_utils
 
 from chatapp.accounts import Principal
-from chatapp.errors import InvalidRequest
+from chatapp.errors import ConfigError, InvalidRequest
 from chatapp.moderation_config import Classifier, ModerationConfig, Policy
 
 __all__ = [
@@ -30,13 +33,15 @@ __all__ = [
     "Moderator",
     "OutputGuard",
     "content_blocked",
-    "question_text",
+    "message_texts",
+    "normalized",
     "read_log",
 ]
 
 log = logging.getLogger("chatapp.moderation")
 
 _EXCERPT = 60  # characters either side of a match kept in the log
+_PASSED_MEMORY = 50_000  # texts remembered as already passed, per process
 _SENTENCE_END = re.compile(r"[.!?\n]\s*$")
 
 
@@ -65,20 +70,36 @@ def content_blocked(decision: Decision) -> InvalidRequest:
     )
 
 
-def question_text(messages: Any) -> str:
-    """The newest user message's text (what a request adds; earlier turns were checked)."""
-    for message in reversed(messages if isinstance(messages, list) else []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(
-                    part.get("text", "")
-                    for part in content
-                    if isinstance(part, dict) and isinstance(part.get("text"), str)
-                )
-    return ""
+def message_texts(messages: Any) -> list[str]:
+    """The text of every message a request sends (any role, parts joined as an engine joins
+    them, tool-call arguments too): a client sends the whole history, so all of it is input."""
+    texts = []
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(
+                part.get("text", "")
+                for part in content
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+            )
+        if isinstance(content, str) and content:
+            texts.append(content)
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                texts.append(function["arguments"])
+    return texts
+
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def normalized(text: str) -> str:
+    """What rules match against: compatibility forms folded (full-width letters, non-breaking
+    hyphens) and invisible characters removed, so look-alikes do not slip through."""
+    return unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
 
 
 def _excerpt(text: str, match: re.Match[str] | None) -> str:
@@ -99,6 +120,10 @@ class Moderator:
         self.client = client
         self._hooks: dict[str, Callable[[str], Any]] = {}
         self._org_names: dict[int, str] = {}
+        self._passed: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        for policy in config.policies.values():  # a hook that cannot load stops start-up
+            if policy.classifier is not None and policy.classifier.hook:
+                self._hooks[policy.classifier.hook] = _load_hook(policy.classifier.hook)
 
     @property
     def enabled(self) -> bool:
@@ -113,13 +138,18 @@ class Moderator:
             name = self._org_names[principal.org_id] = (row.fetchone() or [""])[0]
         return self.config.policy_for(name, principal.user_tier or principal.org_tier)
 
-    def check_rules(self, policy: Policy, text: str, direction: str) -> Decision | None:
-        """The first rule that matches (a block before a flag), or None."""
+    def check_rules(
+        self, policy: Policy, text: str, direction: str, start: int = 0
+    ) -> Decision | None:
+        """The first rule that matches from `start` on (a block before a flag), or None.
+
+        `text` is matched as given: callers pass it through `normalized` once.
+        """
         found: Decision | None = None
         for rule in policy.rules:
             if not rule.applies(direction):
                 continue
-            match = rule.pattern.search(text)
+            match = rule.pattern.search(text, start)
             if match is None:
                 continue
             decision = Decision(
@@ -139,23 +169,44 @@ class Moderator:
             scores = await asyncio.wait_for(
                 self._scores(classifier, text), classifier.timeout_seconds
             )
-        except (TimeoutError, httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            # A classifier that is down must not take the chat service with it: let it pass.
-            log.warning("moderation classifier failed (%s); text allowed", type(exc).__name__)
+            over = [
+                (score, category)
+                for category, threshold in classifier.thresholds.items()
+                if (score := float(scores.get(category) or 0.0)) >= threshold
+            ]
+        except Exception as exc:  # noqa: BLE001 - any classifier failure is handled alike
+            # A classifier that is down or broken must not take the chat service with it.
+            log.warning("moderation classifier failed (%r); text allowed", exc)
             return None
-        over = [
-            (score, category)
-            for category, threshold in classifier.thresholds.items()
-            if (score := float(scores.get(category, 0.0))) >= threshold
-        ]
         if not over:
             return None
         score, category = max(over)
         return Decision(classifier.action, category, "classifier", policy.name, score, text[-200:])
 
+    async def check_messages(
+        self, policy: Policy, texts: list[str]
+    ) -> tuple[Decision | None, list[Decision]]:
+        """Check a request's texts (each remembered once it passed, so a long history is not
+        checked again every turn); returns the block, if any, and the flags."""
+        flags: list[Decision] = []
+        for text in texts:
+            seen = (policy.name, hashlib.blake2b(text.encode(), digest_size=16).digest())
+            if seen in self._passed:
+                self._passed.move_to_end(seen)
+                continue
+            decision = await self.check(policy, text, "input")
+            if decision is not None and decision.blocks:
+                return decision, flags
+            if decision is not None:
+                flags.append(decision)
+            self._passed[seen] = None
+            if len(self._passed) > _PASSED_MEMORY:
+                self._passed.popitem(last=False)
+        return None, flags
+
     async def check(self, policy: Policy, text: str, direction: str) -> Decision | None:
         """Rules, then (unless a rule blocks) the classifier; the stronger verdict wins."""
-        ruled = self.check_rules(policy, text, direction)
+        ruled = self.check_rules(policy, normalized(text), direction)
         if ruled is not None and ruled.blocks:
             return ruled
         classified = await self.check_classifier(policy, text)
@@ -165,12 +216,14 @@ class Moderator:
 
     async def _scores(self, classifier: Classifier, text: str) -> Mapping[str, Any]:
         if classifier.hook:
-            hook = self._hooks.get(classifier.hook)
-            if hook is None:
-                module, _, name = classifier.hook.partition(":")
-                hook = self._hooks[classifier.hook] = getattr(importlib.import_module(module), name)
-            result = hook(text)
-            return await result if inspect.isawaitable(result) else result
+            hook = self._hooks[classifier.hook]
+            if inspect.iscoroutinefunction(hook):
+                result = await hook(text)
+            else:  # a plain function may be slow: never on the event loop
+                result = await asyncio.to_thread(hook, text)
+            if not isinstance(result, Mapping):
+                raise TypeError(f"the hook returned {type(result).__name__}, not scores")
+            return result
         assert classifier.url is not None
         headers = {"Authorization": f"Bearer {classifier.api_key}"} if classifier.api_key else {}
         body: dict[str, Any] = {"input": text}
@@ -178,7 +231,9 @@ class Moderator:
             body["model"] = classifier.model
         response = await self.client.post(classifier.url, json=body, headers=headers)
         response.raise_for_status()
-        scores: Mapping[str, Any] = response.json()["results"][0]["category_scores"]
+        scores = response.json()["results"][0]["category_scores"]
+        if not isinstance(scores, Mapping):
+            raise TypeError("category_scores is not an object")
         return scores
 
     def record(
@@ -214,6 +269,17 @@ class Moderator:
             )
 
 
+def _load_hook(hook: str) -> Callable[[str], Any]:
+    module, _, name = hook.partition(":")
+    try:
+        function = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError("models.toml", "moderation classifier hook", f"{hook}: {exc}") from None
+    if not callable(function):
+        raise ConfigError("models.toml", "moderation classifier hook", f"{hook} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
 class OutputGuard:
     """Checks an answer as it streams; `admit(piece)` says whether the piece may be shown."""
 
@@ -233,7 +299,12 @@ class OutputGuard:
             return False
         window_start = max(0, len(self.text) - 200)
         self.text += piece
-        decision = self.moderator.check_rules(self.policy, self.text[window_start:], "output")
+        # The last 200 characters and the new piece (a word split across pieces is whole
+        # here), searched from after one character of context so a word boundary before the
+        # window is seen as it is; normalized like questions are.
+        context = 1 if window_start else 0
+        window = normalized(self.text[window_start - context :])
+        decision = self.moderator.check_rules(self.policy, window, "output", context)
         due = len(self.text) - self.checked_upto >= self.moderator.config.check_every_chars
         if (decision is None or not decision.blocks) and (due or _SENTENCE_END.search(piece)):
             self.checked_upto = len(self.text)

@@ -89,6 +89,8 @@ class ModerationConfig:
 def parse_moderation(t: Table) -> ModerationConfig:
     t.only("policy", "check_every_chars", "tiers", "orgs", "policies")
     policies_table = t.table("policies")
+    if NO_POLICY in policies_table.keys():
+        policies_table.fail(NO_POLICY, f'"{NO_POLICY}" means no moderation: pick another name')
     policies = {
         name: _parse_policy(policies_table.table(name), name) for name in policies_table.keys()
     }
@@ -141,10 +143,14 @@ def _parse_rule(t: Table) -> Rule:
         parts.append(f"(?:{pattern})")
     if not parts:
         t.fail("keywords", "a rule needs keywords or patterns")
+    try:
+        combined = re.compile("|".join(parts), re.IGNORECASE)
+    except re.error as exc:
+        t.fail("patterns", f"cannot be combined (no inline flags or repeated group names): {exc}")
     return Rule(
         category=category,
         action=action or "block",
-        pattern=re.compile("|".join(parts), re.IGNORECASE),
+        pattern=combined,
         applies_to=applies_to or "both",
     )
 

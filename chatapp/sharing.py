@@ -217,7 +217,7 @@ def _checked_messages(messages: list[Any]) -> list[ImportRow]:
     """
     rows: list[ImportRow] = []
     seen: set[str] = set()
-    ids = {m.get("id") for m in messages if isinstance(m, dict)}
+    ids = {m.get("id") for m in messages if isinstance(m, dict) and isinstance(m.get("id"), str)}
 
     def fail(i: int, field: str, problem: str) -> InvalidRequest:
         return InvalidRequest(f"messages[{i}].{field}: {problem}", param=f"messages[{i}].{field}")
@@ -259,8 +259,18 @@ def _checked_messages(messages: list[Any]) -> list[ImportRow]:
             counts.append(value)
         created = optional(i, message, "created_at") or _stamp(datetime.now(UTC))
         tool_calls = message.get("tool_calls")
-        if tool_calls is not None and not isinstance(tool_calls, list):
-            raise fail(i, "tool_calls", "must be a list or null")
+        if tool_calls is not None and (
+            not isinstance(tool_calls, list)
+            or not all(
+                isinstance(c, dict)
+                and isinstance(c.get("id"), str)
+                and isinstance(c.get("function"), dict)
+                and isinstance(c["function"].get("name"), str)
+                and isinstance(c["function"].get("arguments", ""), str)
+                for c in tool_calls
+            )
+        ):
+            raise fail(i, "tool_calls", "must be a list of {id, function: {name, arguments}}")
         rows.append(
             (
                 old,

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlite_utils
 
+from chatapp.errors import InvalidRequest
 from chatapp.search import search
 
 log = logging.getLogger("chatapp.tools")
@@ -112,6 +113,8 @@ _CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 _MAX_LENGTH = 500
 _MAX_EXPONENT = 10_000
 _MAX_FACTORIAL = 1_000
+_MAX_RESULT = 4000  # characters of a tool's answer sent back to the model
+_MAX_BITS = 100_000  # about 30,000 digits: far beyond any answer, and quick to compute
 
 
 def evaluate(expression: str) -> float | int:
@@ -124,14 +127,29 @@ def evaluate(expression: str) -> float | int:
     return _walk(tree.body)
 
 
+def _bits(value: Any) -> int:
+    return abs(int(value)).bit_length() if isinstance(value, int) else 64
+
+
+def _check_size(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuse, before computing it, a result too big to be an answer (and slow to make)."""
+    if isinstance(op, ast.Pow):
+        if abs(right) > _MAX_EXPONENT or _bits(left) * max(1, abs(int(right))) > _MAX_BITS:
+            raise ValueError("the result would be too large")
+    elif isinstance(op, ast.Mult) and _bits(left) + _bits(right) > _MAX_BITS:
+        raise ValueError("the result would be too large")
+
+
 def _walk(node: ast.AST) -> Any:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _walk(node.left), _walk(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-            raise ValueError(f"exponent larger than {_MAX_EXPONENT}")
-        return _BINARY[type(node.op)](left, right)
+        _check_size(node.op, left, right)
+        result = _BINARY[type(node.op)](left, right)
+        if isinstance(result, complex):
+            raise ValueError("the result is not a real number")
+        return result
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_walk(node.operand))
     if isinstance(node, ast.Name) and node.id in _CONSTANTS:
@@ -145,6 +163,10 @@ def _walk(node: ast.AST) -> Any:
         args = [_walk(arg) for arg in node.args]
         if node.func.id == "factorial" and args and abs(args[0]) > _MAX_FACTORIAL:
             raise ValueError(f"factorial of more than {_MAX_FACTORIAL}")
+        if node.func.id == "round" and len(args) > 1 and abs(args[1]) > 100:
+            raise ValueError("round to at most 100 digits")
+        if any(_bits(arg) > _MAX_BITS for arg in args):
+            raise ValueError("a number too large")
         return _FUNCTIONS[node.func.id](*args)
     raise ValueError(f"not allowed in a calculation: {ast.unparse(node)[:40]}")
 
@@ -153,7 +175,8 @@ async def _calculator(arguments: Mapping[str, Any], context: ToolContext) -> str
     expression = arguments.get("expression")
     if not isinstance(expression, str) or not expression.strip():
         raise ValueError('give {"expression": "2 * (3 + 4)"}')
-    value = evaluate(expression)
+    # Off the event loop: even bounded arithmetic must never stall other requests.
+    value = await asyncio.to_thread(evaluate, expression)
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         value = int(value)
     return f"{expression} = {value}"
@@ -179,7 +202,11 @@ async def _search_conversations(arguments: Mapping[str, Any], context: ToolConte
     query = arguments.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ValueError('give {"query": "words to look for"}')
-    hits = search(context.db, context.user_id, query, limit=5)
+    try:
+        found = search(context.db, context.user_id, query, limit=10)
+    except InvalidRequest as exc:
+        raise ValueError(exc.message) from None
+    hits = [hit for hit in found if not _blocked(context.db, hit.get("message_id"))][:5]
     if not hits:
         return f"No conversation mentions {query!r}."
     lines = [
@@ -188,6 +215,14 @@ async def _search_conversations(arguments: Mapping[str, Any], context: ToolConte
         for hit in hits
     ]
     return "\n".join(lines)
+
+
+def _blocked(db: sqlite_utils.Database, message_id: str | None) -> bool:
+    """Questions moderation blocked are never shown to a model, not even through search."""
+    if message_id is None:
+        return False
+    row = db.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return row is not None and row[0] == "blocked"
 
 
 TOOLS: Mapping[str, Tool] = {
@@ -255,4 +290,4 @@ async def run_tool(
     except Exception as exc:  # noqa: BLE001 - a tool's bug must not end the reply
         log.exception("tool %s failed", call.name)
         return ToolResult(call, f"error: {call.name} failed ({type(exc).__name__})", error=True)
-    return ToolResult(call, content[:8000])
+    return ToolResult(call, content[:_MAX_RESULT])

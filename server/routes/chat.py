@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 
 from chatapp.completions import ChatStream
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
-from chatapp.moderation import Decision, OutputGuard, content_blocked, question_text
+from chatapp.moderation import Decision, OutputGuard, content_blocked, message_texts
 from chatapp.router import affinity_key
 from chatapp.token_count import count_usage
 from chatapp.tool_calls import tools_not_supported
@@ -44,12 +44,12 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     moderator = state.moderator
     policy = moderator.policy_for(principal)
     if policy is not None:
-        question = question_text(chat.body["messages"])
-        decision = await moderator.check(policy, question, "input")
-        if decision is not None:
+        texts = message_texts(chat.body["messages"])
+        blocked, flags = await moderator.check_messages(policy, texts)
+        for decision in [*flags, *([blocked] if blocked else [])]:
             moderator.record(decision, direction="input", principal=principal, model=chat.model)
-            if decision.blocks:
-                raise content_blocked(decision)
+        if blocked is not None:
+            raise content_blocked(blocked)
     # An answer with no max_tokens is capped at the model's output reserve, so the tokens
     # reserved against quotas are the most it can use (set max_tokens for longer answers).
     chat.body.setdefault("max_tokens", pool.model.output_reserve)
@@ -171,8 +171,10 @@ async def _moderated_answer(content: bytes, guard: OutputGuard) -> tuple[bytes, 
         return content, "ok"  # not a chat answer we can read: passed on as the engine sent it
     if await guard.admit(text) and await guard.finish():
         return content, "ok"
-    choice["message"]["content"] = ""
+    # Nothing of a blocked answer goes out: not its text, its tokens, its reasoning or calls.
+    choice["message"] = {"role": "assistant", "content": ""}
     choice["finish_reason"] = "content_filter"
+    choice.pop("logprobs", None)
     return json.dumps(answer).encode(), "filtered"
 
 

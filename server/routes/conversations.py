@@ -332,24 +332,25 @@ async def _check_question(
     parent_id: str | None,
     model: ModelConfig,
 ) -> None:
-    """Moderate a question; a blocked one is stored as `blocked` (never sent to a model)."""
+    """Moderate a question (and the conversation's system prompt, which goes with it); a
+    blocked one is stored as `blocked` (never sent to a model)."""
     moderator = state.moderator
-    decision = await moderator.check(policy, content, "input")
-    if decision is None:
-        return
-    moderator.record(
-        decision,
-        direction="input",
-        principal=principal,
-        model=model.name,
-        conversation_id=conv["id"],
-    )
-    if decision.blocks:
+    texts = [text for text in (conv["system_prompt"], content) if text]
+    blocked, flags = await moderator.check_messages(policy, texts)
+    for decision in [*flags, *([blocked] if blocked else [])]:
+        moderator.record(
+            decision,
+            direction="input",
+            principal=principal,
+            model=model.name,
+            conversation_id=conv["id"],
+        )
+    if blocked is not None:
         with store.db.conn:
             store.add_message(
                 conv["id"], parent_id=parent_id, role="user", content=content, status="blocked"
             )
-        raise content_blocked(decision)
+        raise content_blocked(blocked)
 
 
 def _refresh_summary(

@@ -9,6 +9,7 @@ import pytest
 
 from chatapp.context import PER_MESSAGE, fit_prompt
 from chatapp.errors import InvalidRequest
+from chatapp.token_count import CharEstimate
 
 
 class Words:
@@ -89,3 +90,18 @@ def test_a_summary_stands_in_for_dropped_turns_it_covers() -> None:
         summary_through="m3",
     )  # covers nothing dropped
     assert not stale.summarized
+
+
+def test_a_tool_result_never_starts_the_prompt_without_its_call() -> None:
+    function = {"name": "calculator", "arguments": "{}"}
+    calls = [{"id": "c1", "type": "function", "function": function}]
+    history = [
+        {"role": "user", "content": "q" * 40},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", "content": "4", "tool_call_id": "c1"},
+        {"role": "assistant", "content": "four"},
+        {"role": "user", "content": "and?"},
+    ]
+    prompt = fit_prompt(None, history, CharEstimate(), context_window=60, output_reserve=20)
+    roles = [m["role"] for m in prompt.messages]
+    assert roles[0] != "tool" and roles[-1] == "user"

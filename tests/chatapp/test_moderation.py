@@ -161,3 +161,99 @@ def test_bad_moderation_config_names_the_key(moderation: dict[str, Any], key: st
     with pytest.raises(ConfigError) as info:
         parse_config({"models": MODELS, "tiers": TIERS, "moderation": moderation}, Path("m.toml"))
     assert info.value.key is not None and info.value.key.endswith(key)
+
+
+def broken_hook(text: str) -> Any:
+    raise RuntimeError("the model server fell over")
+
+
+def garbage_hook(text: str) -> Any:
+    return ["not", "scores"]
+
+
+@pytest.mark.parametrize("hook", ["broken_hook", "garbage_hook"])
+async def test_a_broken_hook_lets_text_through(tmp_path: Path, hook: str) -> None:
+    raw = {
+        "models": MODELS,
+        "moderation": {
+            "policy": "p",
+            "policies": {
+                "p": {
+                    "classifier": {
+                        "hook": f"tests.chatapp.test_moderation:{hook}",
+                        "thresholds": {"hate": 0.5},
+                    }
+                }
+            },
+        },
+    }
+    config = parse_config(raw, Path("m.toml")).moderation
+    moderator = _moderator(tmp_path, config)
+    assert await moderator.check(config.policies["p"], "anything", "input") is None
+
+
+def test_a_hook_that_cannot_be_imported_stops_start_up(tmp_path: Path) -> None:
+    raw = {
+        "models": MODELS,
+        "moderation": {
+            "policy": "p",
+            "policies": {"p": {"classifier": {"hook": "nosuch:fn", "thresholds": {"hate": 0.5}}}},
+        },
+    }
+    with pytest.raises(ConfigError, match="nosuch:fn"):
+        _moderator(tmp_path, parse_config(raw, Path("m.toml")).moderation)
+
+
+async def test_look_alike_characters_do_not_slip_past_rules(tmp_path: Path) -> None:
+    config = _moderation()
+    moderator = _moderator(tmp_path, config)
+    strict = config.policies["strict"]
+    for text in ("ｒｏｓｅｂｕｄ", "rose\u200bbud", "ROSEBUD"):
+        decision = await moderator.check(strict, text, "output")
+        assert decision is not None and decision.category == "spoiler", text
+
+
+async def test_the_window_does_not_invent_word_boundaries(tmp_path: Path) -> None:
+    raw = {
+        "models": MODELS,
+        "moderation": {
+            "policy": "p",
+            "policies": {"p": {"rules": [{"category": "pets", "keywords": ["cat"]}]}},
+        },
+    }
+    config = parse_config(raw, Path("m.toml")).moderation
+    guard = OutputGuard(_moderator(tmp_path, config), config.policies["p"], lambda d: None)
+    assert await guard.admit("x" * 10 + "con")
+    assert await guard.admit("cat " + "y" * 196)
+    assert await guard.admit("z")  # "concat" is not the word "cat"
+
+
+async def test_every_message_of_a_request_is_checked_once(tmp_path: Path) -> None:
+    config = _moderation()
+    moderator = _moderator(tmp_path, config)
+    strict = config.policies["strict"]
+    blocked, _ = await moderator.check_messages(strict, ["fine", "the sled is rosebud", "go on"])
+    assert blocked is not None and blocked.category == "spoiler"
+    calls: list[str] = []
+    original = moderator.check
+
+    async def counting(policy: Any, text: str, direction: str) -> Any:
+        calls.append(text)
+        return await original(policy, text, direction)
+
+    moderator.check = counting  # type: ignore[method-assign]
+    await moderator.check_messages(strict, ["hello", "there"])
+    await moderator.check_messages(strict, ["hello", "there", "again"])
+    assert calls == ["hello", "there", "again"]
+
+
+@pytest.mark.parametrize(
+    "moderation",
+    [
+        {"policies": {"none": {"rules": [{"category": "x", "keywords": ["a"]}]}}},
+        {"policies": {"p": {"rules": [{"category": "x", "patterns": ["a", "(?i)b"]}]}}},
+    ],
+)
+def test_policies_that_cannot_work_are_config_errors(moderation: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        parse_config({"models": MODELS, "moderation": moderation}, Path("m.toml"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,41 @@ def test_streamed_tool_call_deltas_are_put_back_together() -> None:
         ("call_b", "current_datetime", "{}"),
     ]
     assert builder.as_message_calls()[0]["function"]["arguments"] == '{"expression": "1+1"}'
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "round(1, -10**7)",
+        "(9**9999)**9999",
+        "factorial(1000)**9999",
+        "(10**9999)**9999*0",
+        "(-8)**0.5",
+    ],
+)
+def test_expressions_that_would_stall_the_server_are_refused_at_once(expression: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ValueError):
+        evaluate(expression)
+    assert time.perf_counter() - started < 0.1
+
+
+async def test_search_never_shows_blocked_questions(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "chatapp.db")
+    accounts = Accounts(db)
+    ann = accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
+    store = ConversationStore(db)
+    conv = store.create(ann, {"title": "t"})
+    with db.conn:
+        store.add_message(
+            conv["id"], parent_id=None, role="user", content="okapi secret", status="blocked"
+        )
+        store.add_message(conv["id"], parent_id=None, role="user", content="okapi facts")
+    found = await run_tool(
+        _call("search_conversations", '{"query": "okapi"}'), ToolContext(ann, db), timeout=1
+    )
+    assert "okapi facts" in found.content and "secret" not in found.content
+    empty = await run_tool(
+        _call("search_conversations", '{"query": "!!!"}'), ToolContext(ann, db), timeout=1
+    )
+    assert empty.error and "RuntimeError" not in empty.content

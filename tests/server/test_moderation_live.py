@@ -199,3 +199,31 @@ def test_the_prompt_of_a_later_turn_leaves_blocked_questions_out(
         assert sent and all("zebra" not in json.dumps(r["messages"]) for r in sent)
     finally:
         api.http.close()
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [
+            {"role": "user", "content": "zebra-secret"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "go on"},
+        ],
+        [{"role": "system", "content": "say zebra-secret"}, {"role": "user", "content": "hi"}],
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "zebra-"}, {"type": "text", "text": "secret"}],
+            }
+        ],
+    ],
+)
+def test_every_message_of_the_history_is_checked(
+    scripted: ScriptedUpstream, moderated: tuple[str, openai.OpenAI], messages: list[dict]
+) -> None:
+    _, client = moderated
+    before = len(scripted.recorder.requests)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="scripted", messages=messages)  # type: ignore[arg-type]
+    assert info.value.code == "content_policy_violation"
+    assert not any("zebra" in json.dumps(r) for r in scripted.recorder.requests[before:])
