@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +48,14 @@ class Completion:
 class Completions:
     """Forwards chat completions over one shared httpx client (connection pooling per engine)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        on_token_gap: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.client = client
+        # Called with (model, seconds) between successive tokens of a stream (metrics).
+        self.on_token_gap = on_token_gap
 
     async def create(
         self, pool: ModelPool, body: Mapping[str, Any], *, affinity: str | None = None
@@ -151,7 +157,9 @@ class Completions:
                 attempts.failed(upstream, error)
                 continue
             upstream.record_success(time.monotonic() - started)
-            return ChatStream(self.client, upstream, response, body, include_usage)
+            stream = ChatStream(self.client, upstream, response, body, include_usage)
+            stream.on_token_gap = self.on_token_gap
+            return stream
 
 
 def _retryable(status: int) -> bool:
@@ -236,6 +244,8 @@ class ChatStream:
         self.finish_reason: str | None = None
         self._pieces: list[str] = []
         self._closed = False
+        self.on_token_gap: Callable[[str, float], None] | None = None
+        self._last_token_at: float | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Each upstream chunk's data, as it arrives; ends with a usage chunk when asked for."""
@@ -255,8 +265,13 @@ class ChatStream:
                     self.finish_reason = choice.get("finish_reason") or self.finish_reason
                 pieces = _content(chunk)
                 if pieces:
+                    now = time.monotonic()
                     if self.first_token_at is None:
-                        self.first_token_at = time.monotonic()
+                        self.first_token_at = now
+                    elif self.on_token_gap is not None and self._last_token_at is not None:
+                        gap = now - self._last_token_at
+                        self.on_token_gap(str(self.body.get("model", "")), gap)
+                    self._last_token_at = now
                     self._pieces.extend(pieces)
                 if chunk.get("usage"):
                     self.usage = chunk["usage"]

@@ -53,6 +53,8 @@ class ServerConfig:
     drain_seconds: float = 30.0
     tool_iterations: int = 4
     tool_timeout_seconds: float = 10.0
+    log_format: str = "text"  # or "json": one JSON object per line, for log shippers
+    log_level: str = "info"
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,8 @@ def _parse_server(t: Table) -> ServerConfig:
         "drain_seconds",
         "tool_iterations",
         "tool_timeout_seconds",
+        "log_format",
+        "log_level",
     )
     default = ServerConfig()
     data_dir = t.string("data_dir", None)
@@ -241,6 +245,8 @@ def _parse_server(t: Table) -> ServerConfig:
         tool_timeout_seconds=t.number(
             "tool_timeout_seconds", default.tool_timeout_seconds, low=0.01
         ),
+        log_format=t.choice("log_format", default.log_format, ("text", "json")),
+        log_level=t.choice("log_level", default.log_level, ("debug", "info", "warning", "error")),
     )
 
 

@@ -68,6 +68,8 @@ class Meter:
         self.db = db
         self.limiter = limiter
         self.quotas = quotas
+        # Called with every usage event once it is written (metrics, the access log).
+        self.observers: list[Callable[[UsageEvent], None]] = []
 
     def admit(self, principal: Principal, model: ModelConfig, body: Mapping[str, Any]) -> Ticket:
         """Reserve the request's estimate at every level, or raise RateLimited (recorded)."""
@@ -285,6 +287,11 @@ class Meter:
             # The answer has been served; losing its usage row is bad, failing the client
             # for it would be worse. Loud, so an operator sees it.
             log.exception("usage event %s could not be written: %s", request_id, event)
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception:  # noqa: BLE001 - an observer's bug must not fail the request
+                log.exception("usage observer failed")
         return event
 
 

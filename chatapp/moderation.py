@@ -121,6 +121,8 @@ class Moderator:
         self._hooks: dict[str, Callable[[str], Any]] = {}
         self._org_names: dict[int, str] = {}
         self._passed: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        # Called with every decision and its direction once it is recorded (metrics).
+        self.observers: list[Callable[[Decision, str], None]] = []
         for policy in config.policies.values():  # a hook that cannot load stops start-up
             if policy.classifier is not None and policy.classifier.hook:
                 self._hooks[policy.classifier.hook] = _load_hook(policy.classifier.hook)
@@ -267,6 +269,8 @@ class Moderator:
                     request_id,
                 ),
             )
+        for observe in self.observers:
+            observe(decision, direction)
 
 
 def _load_hook(hook: str) -> Callable[[str], Any]:

@@ -51,6 +51,12 @@ class Table:
             self.fail(name, f"must be a string, not {type(value).__name__}")
         return value
 
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.string(name, default) or default
+        if value not in allowed:
+            self.fail(name, f"must be one of {', '.join(allowed)} (got {value!r})")
+        return value
+
     def boolean(self, name: str, default: bool) -> bool:
         value = self.raw.get(name, default)
         if not isinstance(value, bool):

@@ -40,7 +40,7 @@ def serve(
     host = host or setup.config.server.host
     port = port or setup.config.server.port
     if engine_only:
-        _configure_logging()
+        _configure_logging(setup.config.server.log_format, setup.config.server.log_level)
         serve_engines(setup.config, setup.home, host=host, base_port=port)
         return
     _check_port_free(host, port)
@@ -49,7 +49,7 @@ def serve(
         init = initialize(setup.home, url=url, admin_key=os.environ.get("CHATAPP_ADMIN_KEY"))
     except ChatAppError as exc:
         raise fail(str(exc)) from None
-    _configure_logging()
+    _configure_logging(setup.config.server.log_format, setup.config.server.log_level)
     from server.app import create_app  # the web stack loads only for serve
 
     try:
@@ -94,10 +94,20 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def _configure_logging() -> None:
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+def _configure_logging(log_format: str = "text", level: str = "info") -> None:
+    """chatapp's log lines, each with its request's id: for people (rich) or JSON Lines."""
+    from server.request_log import JsonLines, RequestIdFilter, WithRequestId
+
+    handler: logging.Handler
+    if log_format == "json":
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonLines())
+    else:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(WithRequestId())
+    handler.addFilter(RequestIdFilter())
     logger = logging.getLogger("chatapp")
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level.upper())
     logger.addHandler(handler)
     logger.propagate = False
 

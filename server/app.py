@@ -15,6 +15,7 @@ import anyio
 import duckdb
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from chatapp.accounts import Accounts
@@ -34,6 +35,9 @@ from chatapp.quotas import Quotas
 from chatapp.store import open_database
 from chatapp.upstreams import build_pools
 from server.errors import exception_handlers
+from server.metrics import GatewayMetrics, engine_metrics
+from server.metrics import metrics as metrics_route
+from server.request_log import RequestContext, note_usage
 from server.routes import admin, admin_conversations, directory, fleet, sharing
 from server.routes import conversations as conv
 from server.routes.chat import chat_completions
@@ -93,6 +97,9 @@ routes = [
     Route("/admin/fleet", fleet.fleet_status, methods=["GET"]),
     Route("/admin/fleet/drain", fleet.drain, methods=["POST"]),
     Route("/admin/fleet/undrain", fleet.undrain, methods=["POST"]),
+    Route("/metrics", metrics_route, methods=["GET"]),
+    Route("/metrics/engines", engine_metrics, methods=["GET"]),
+    Route("/metrics/engines/{upstream:path}", engine_metrics, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
 ]
@@ -107,6 +114,7 @@ def create_app(
     lifespan; `on_ready` is called once, when every model can first take requests.
     """
     pools = build_pools(config, home / "logs")
+    metrics = GatewayMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -135,19 +143,24 @@ def create_app(
         supervisors = [u.supervisor for p in pools.values() for u in p.upstreams if u.supervisor]
         for supervisor in supervisors:
             supervisor.start()
+        moderator = Moderator(config.moderation, db, client)
         app.state.chatapp = GatewayState(
             config=config,
             accounts=Accounts(db),
             pools=pools,
             client=client,
-            completions=Completions(client),
+            completions=Completions(client, on_token_gap=metrics.observe_gap),
             started_at=int(time.time()),
             meter=meter,
             ledger=ledger,
             conversations=conversations,
             replies=replies,
-            moderator=Moderator(config.moderation, db, client),
+            moderator=moderator,
+            metrics=metrics,
         )
+        meter.observers += [metrics.observe_usage, note_usage]
+        moderator.observers.append(metrics.observe_moderation)
+        metrics.watch(app.state.chatapp)
         announce = asyncio.create_task(_announce_when_ready(supervisors, on_ready))
         flusher = asyncio.create_task(
             _maintain_forever(ledger, housekeeper, config.server.ledger_flush_seconds)
@@ -170,7 +183,12 @@ def create_app(
             housekeeper.close()
             db.conn.close()
 
-    return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContext, metrics=metrics)],
+        exception_handlers=exception_handlers,
+        lifespan=lifespan,
+    )
 
 
 async def _maintain_forever(ledger: Ledger, housekeeper: Housekeeper, every: float) -> None:

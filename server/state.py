@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.requests import Request
@@ -20,6 +21,9 @@ from chatapp.upstreams import ModelPool
 
 __all__ = ["GatewayState", "state_of"]
 
+if TYPE_CHECKING:
+    from server.metrics import GatewayMetrics
+
 
 @dataclass
 class GatewayState:
@@ -36,6 +40,7 @@ class GatewayState:
     conversations: ConversationStore
     replies: GenerationRegistry
     moderator: Moderator
+    metrics: GatewayMetrics
 
     def pool(self, model: object) -> ModelPool:
         """The pool for a model name, or 404 listing what exists."""

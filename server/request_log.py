@@ -1,0 +1,149 @@
+"""A request id on every log line and response, an access log, and JSON Lines logs.
+
+The id is the client's `x-request-id` when it sent a sane one, else a new one; it is returned
+as `x-request-id` and carried by every log line the request causes (a conversation reply's
+background task inherits it). The access log says method, route, status, model, tokens,
+time to first token and duration — never prompt text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatapp.usage import UsageEvent
+from server.metrics import GatewayMetrics
+
+__all__ = [
+    "JsonLines",
+    "RequestContext",
+    "RequestIdFilter",
+    "WithRequestId",
+    "note_usage",
+    "request_id",
+]
+
+access_log = logging.getLogger("chatapp.access")
+
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+_details: ContextVar[dict[str, Any] | None] = ContextVar("request_details", default=None)
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_RECORD_FIELDS = set(vars(logging.makeLogRecord({})))
+
+
+def note_usage(event: UsageEvent) -> None:
+    """A meter observer: what the request used goes into its access-log line."""
+    details = _details.get()
+    if details is not None:
+        details.update(
+            model=event.model,
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            ttft_ms=None if event.ttft_ms is None else round(event.ttft_ms, 1),
+            outcome=event.status,
+        )
+
+
+class RequestContext:
+    """Pure ASGI middleware (so streams pass through untouched)."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = sent if _SANE_ID.match(sent) else f"req_{uuid.uuid4().hex[:20]}"
+        id_token = request_id.set(rid)
+        details: dict[str, Any] = {}
+        details_token = _details.set(details)
+        started = time.monotonic()
+        status = 500
+        streaming = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode("latin-1")))
+                streaming = any(
+                    k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
+                )
+                if streaming:
+                    self.metrics.active_streams.inc()
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if streaming:
+                self.metrics.active_streams.dec()
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            seconds = time.monotonic() - started
+            self.metrics.requests.labels(route, details.get("model") or "", str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(seconds)
+            access_log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                seconds * 1000,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 1),
+                    **details,
+                },
+            )
+            _details.reset(details_token)
+            request_id.reset(id_token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the request it belongs to ('-' outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class WithRequestId(logging.Formatter):
+    """For people: the message, then the request id when the line belongs to a request."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        rid = getattr(record, "request_id", "-")
+        return text if rid == "-" else f"{text}  ({rid})"
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, and any extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", request_id.get()),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and key not in line and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)

@@ -1,0 +1,119 @@
+"""Observability through a live gateway: request ids, Prometheus metrics, JSON Lines logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ADMIN_KEY, LiveServer, start_server
+from tests.scripted_upstream import ScriptedUpstream
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one series of a Prometheus text page (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+def test_every_answer_carries_a_request_id(server: LiveServer) -> None:
+    mine = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "trace-42"})
+    assert mine.headers["x-request-id"] == "trace-42"
+    made = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "bad id; drop"})
+    assert re.fullmatch(r"req_[0-9a-f]{20}", made.headers["x-request-id"])
+    refused = httpx.get(f"{server.base_url}/models")  # errors too
+    assert refused.status_code == 401 and refused.headers["x-request-id"].startswith("req_")
+
+
+def test_metrics_count_requests_tokens_latencies_and_live_state(server: LiveServer) -> None:
+    before = httpx.get(f"{server.url}/metrics").text
+    with openai.OpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        stream = client.chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    page = httpx.get(f"{server.url}/metrics")
+    assert page.headers["content-type"].startswith("text/plain")
+    after = page.text
+    route = {"route": "/v1/chat/completions", "model": "scripted", "status": "200"}
+    assert _metric(after, "chatapp_http_requests_total", **route) == (
+        _metric(before, "chatapp_http_requests_total", **route) + 1
+    )
+    completion = {"model": "scripted", "kind": "completion"}
+    assert _metric(after, "chatapp_tokens_total", **completion) == (
+        _metric(before, "chatapp_tokens_total", **completion) + 3
+    )
+    gaps = "chatapp_inter_token_latency_seconds_count"
+    assert _metric(after, gaps, model="scripted") == _metric(before, gaps, model="scripted") + 2
+    ttft = "chatapp_time_to_first_token_seconds_count"
+    assert _metric(after, ttft, model="scripted") >= 1
+    assert "chatapp_upstream_outstanding_requests{" in after
+    assert _metric(after, "chatapp_upstream_available", model="smollm2") == 1.0
+    assert "chatapp_ledger_outbox_depth " in after and "chatapp_active_streams " in after
+    assert "_created" not in after
+
+
+def test_engine_metrics_are_listed_and_proxied(server: LiveServer) -> None:
+    listing = httpx.get(f"{server.url}/metrics/engines").text.split()
+    assert listing == ["/metrics/engines/smollm2@local"]
+    # llama-cpp-python's server has no /metrics: the gateway says so instead of failing.
+    proxied = httpx.get(f"{server.url}/metrics/engines/smollm2@local")
+    assert proxied.status_code == 404 and "has no /metrics" in proxied.text
+    assert httpx.get(f"{server.url}/metrics/engines/nope").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def json_server(
+    tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream
+) -> Iterator[LiveServer]:
+    config = tmp_path_factory.mktemp("jsonlogs") / "models.toml"
+    config.write_text(
+        f'[server]\nlog_format = "json"\n\n[[models.echo.nodes]]\nurl = "{scripted.url}"\n'
+    )
+    live = start_server(tmp_path_factory.mktemp("jsonhome"), config)
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        live.stop()
+
+
+def _json_lines(path: Path) -> list[dict]:
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_json_logs_carry_the_request_id_and_never_the_prompt(json_server: LiveServer) -> None:
+    secret_words = "purple-elephant-question"
+    answer = httpx.post(
+        f"{json_server.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "x-request-id": "json-trace-7"},
+        json={"model": "echo", "messages": [{"role": "user", "content": secret_words}]},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    time.sleep(0.3)
+    lines = _json_lines(json_server.home / "serve.out")
+    access = [line for line in lines if line.get("request_id") == "json-trace-7"]
+    assert access, lines[-5:]
+    (entry,) = [line for line in access if line["logger"] == "chatapp.access"]
+    assert entry["status"] == 200 and entry["route"] == "/v1/chat/completions"
+    assert entry["model"] == "echo" and entry["completion_tokens"] == 1
+    assert entry["duration_ms"] > 0 and {"ts", "level", "message"} <= set(entry)
+    assert secret_words not in (json_server.home / "serve.out").read_text()
