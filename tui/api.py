@@ -138,9 +138,12 @@ class ChatApi:
         return response.text
 
     async def conversations(
-        self, *, cursor: str | None = None, limit: int = 50
+        self, *, cursor: str | None = None, limit: int = 50, archived: bool = False
     ) -> Page[Conversation]:
+        """A page of the caller's conversations, newest first (the archived ones instead)."""
         params: dict[str, Any] = {"limit": limit}
+        if archived:
+            params["archived"] = "true"
         if cursor:
             params["cursor"] = cursor
         body = await self.request("GET", "/v1/conversations", params=params)

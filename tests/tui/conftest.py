@@ -6,6 +6,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from tests.conftest import LiveServer
 from tui.api import ChatApi, Endpoint
 from tui.app import ChatApp
 from tui.screens.main import MainScreen
+from tui.settings import SETTINGS_ENV
 
 _names = itertools.count()
 
@@ -40,6 +42,14 @@ class Account:
         response = self.http.get(f"/v1/conversations/{cid}/messages/{mid}")
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+
+@pytest.fixture(autouse=True)
+def tui_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own tui.toml (absent until written), never the user's."""
+    path = tmp_path / "tui.toml"
+    monkeypatch.setenv(SETTINGS_ENV, str(path))
+    return path
 
 
 @pytest.fixture

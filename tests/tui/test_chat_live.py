@@ -19,10 +19,9 @@ async def test_start_lists_conversations_pinned_first(
     app = make_app()
     async with app.run_test(size=(100, 32)) as pilot:
         sidebar = main_screen(app).sidebar
-        await until(pilot, lambda: len(sidebar.list_view.children) == 2, "the list")
-        ids = [item.conversation_id for item in sidebar.list_view.children]  # type: ignore[attr-defined]
-        assert ids == [pinned["id"], newer["id"]]
-        assert "★" in str(sidebar.list_view.children[0].query_one(".title").render())
+        await until(pilot, lambda: len(sidebar.listed) == 2, "the list")
+        assert sidebar.listed == [pinned["id"], newer["id"]]
+        assert "★" in str(sidebar.options.get_option_at_index(0).prompt)
 
 
 async def test_send_streams_text_before_the_reply_is_complete(

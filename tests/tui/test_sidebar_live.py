@@ -6,15 +6,10 @@ from collections.abc import Callable
 
 from tests.tui.conftest import Account, main_screen, until
 from tui.app import ChatApp
-from tui.widgets.sidebar import ConversationItem
 
 
 def listed(app: ChatApp) -> list[str]:
-    return [
-        item.conversation_id
-        for item in main_screen(app).sidebar.list_view.children
-        if isinstance(item, ConversationItem)
-    ]
+    return main_screen(app).sidebar.listed
 
 
 async def test_enter_opens_the_highlighted_conversation(
@@ -26,7 +21,7 @@ async def test_enter_opens_the_highlighted_conversation(
     async with app.run_test(size=(100, 32)) as pilot:
         screen = main_screen(app)
         await until(pilot, lambda: len(listed(app)) == 2, "the list")
-        screen.sidebar.list_view.focus()
+        screen.sidebar.options.focus()
         await pilot.press("down", "enter")
         await until(pilot, lambda: screen.current_id == older["id"], "the older one opened")
         assert screen.chat.conversation_id == older["id"]
@@ -43,8 +38,9 @@ async def test_search_as_you_type_lists_only_the_matches(
         await until(pilot, lambda: len(listed(app)) == 2, "the list")
         await pilot.press("ctrl+f", *"zebra")  # a prefix of the word: search-as-you-type
         await until(pilot, lambda: listed(app) == [wanted["id"]], "only the match")
-        item = main_screen(app).sidebar.list_view.children[0]
-        assert "Zebraphone" in str(item.query_one(".snippet").render())
+        prompt = str(main_screen(app).sidebar.options.get_option_at_index(0).prompt)
+        title, snippet = prompt.split("\n")
+        assert title == "Zebraphone field notes" and "Zebraphone" in snippet
         for _ in "zebra":
             await pilot.press("backspace")
         await until(pilot, lambda: len(listed(app)) == 2, "the whole list again")
@@ -72,8 +68,8 @@ async def test_rename_pin_and_delete(make_app: Callable[..., ChatApp], account: 
         await until(pilot, lambda: renamed()["pinned"] is True, "the pin on the server")
         await until(pilot, lambda: listed(app)[0] == first["id"], "pinned on top")
 
-        screen.sidebar.list_view.focus()
-        screen.sidebar.list_view.index = listed(app).index(second["id"])
+        screen.sidebar.options.focus()
+        screen.sidebar.options.highlighted = listed(app).index(second["id"])
         await pilot.press("delete")
         await pilot.press("y")
         await until(pilot, lambda: listed(app) == [first["id"]], "the deletion in the list")

@@ -15,8 +15,8 @@ class ConfirmScreen(ModalScreen[bool]):
     """y or Enter: True; n or Esc: False."""
 
     BINDINGS = [
-        Binding("y,enter", "answer(True)", "Yes", tooltip="Go ahead"),
-        Binding("n,escape", "answer(False)", "No", tooltip="Leave it as it is"),
+        Binding("y,enter", "answer(True)", "Yes", tooltip="Yes: go ahead", id="confirm-yes"),
+        Binding("n,escape", "answer(False)", "No", tooltip="No: leave it", id="confirm-no"),
     ]
 
     def __init__(self, question: str) -> None:

@@ -1,75 +1,112 @@
 """The chat screen: conversations on the left, the open one with its composer on the right.
 
-Each reply is followed by its own worker until the server stores it, whatever is on screen:
-switching conversation only changes what is shown, so the server never sees the client leave
-and nothing is lost; a view of a reply in progress is filled from what the worker has so far.
+ChatScreen (screens/chat.py) holds everything about replies; this adds the conversation list
+and what can be done to a conversation: open, new, rename, pin, archive, delete, model, system
+prompt, export, copy, and the status line's server, quota and context window.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, ListView
+from textual.widgets import Footer
 
-from tui.api import ApiError, ChatApi, RateLimited, ServerUnreachable
-from tui.data import ChatMessage, Completed, Conversation, Delta, Failed, Started, StreamEvent
-from tui.messages import ReplyDelta, ReplyDone, ReplyFailed, ReplyStarted
-from tui.replies import Replies, Reply
+from tui.api import ApiError, ChatApi, ServerUnreachable
+from tui.code_blocks import code_blocks
+from tui.data import Conversation
+from tui.messages import ReplyDone
+from tui.screens.chat import RETRY_OFFLINE_SECONDS, ChatScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.model_picker import ModelPickerScreen
 from tui.screens.prompt import PromptScreen
+from tui.screens.system_prompt import SystemPromptScreen
 from tui.widgets.chat_view import ChatView
 from tui.widgets.composer import Composer
-from tui.widgets.message import MessageView
 from tui.widgets.sidebar import Sidebar
 from tui.widgets.status_bar import StatusBar, quota_text
 
 __all__ = ["MainScreen"]
 
-RETRY_OFFLINE_SECONDS = 5.0
+TITLE_DELAY = 4.0  # seconds: the server titles a new conversation in the background
 
 
-class MainScreen(Screen[None]):
+class MainScreen(ChatScreen):
     """Sidebar, chat, composer, status line and key hints."""
 
     BINDINGS = [
         Binding("ctrl+n", "new_chat", "New", tooltip="Start a new conversation", id="new"),
-        Binding("escape", "stop", "Stop", tooltip="Stop the reply (kept as cancelled)", id="stop"),
-        Binding("ctrl+r", "regenerate", "Regenerate", tooltip="Another answer", id="regenerate"),
         Binding("ctrl+o", "pick_model", "Model", tooltip="Choose the model", id="model"),
-        Binding("ctrl+f", "search", "Search", show=False, tooltip="Search conversations"),
-        Binding("f2", "rename", "Rename", show=False, tooltip="Rename the conversation"),
-        Binding("ctrl+p", "pin", "Pin", show=False, tooltip="Pin or unpin (pinned stay on top)"),
         Binding(
-            "f4", "edit_last", "Edit", show=False, tooltip="Edit the last question (a new branch)"
+            "ctrl+f", "search", "Search", show=False, tooltip="Search conversations", id="search"
         ),
-        Binding("alt+left", "branch(-1)", "Previous branch", show=False, tooltip="Previous answer"),
-        Binding("alt+right", "branch(1)", "Next branch", show=False, tooltip="Next answer"),
-        Binding("ctrl+t", "system_prompt", "System prompt", show=False, tooltip="System prompt"),
-        Binding("ctrl+l", "copy_last", "Copy", show=False, tooltip="Copy the last answer"),
-        Binding("ctrl+s", "export", "Export", show=False, tooltip="Save as Markdown (here)"),
+        Binding(
+            "f2", "rename", "Rename", show=False, tooltip="Rename the conversation", id="rename"
+        ),
+        Binding(
+            "ctrl+p",
+            "pin",
+            "Pin",
+            show=False,
+            tooltip="Pin or unpin (pinned stay on top)",
+            id="pin",
+        ),
+        Binding(
+            "f8",
+            "toggle_archived",
+            "Archived",
+            show=False,
+            tooltip="Show the archived conversations (again: the others)",
+            id="archived",
+        ),
+        Binding(
+            "ctrl+t",
+            "system_prompt",
+            "System prompt",
+            show=False,
+            tooltip="Edit this conversation's system prompt",
+            id="system-prompt",
+        ),
+        Binding(
+            "ctrl+s",
+            "export",
+            "Export",
+            show=False,
+            tooltip="Save the conversation as Markdown",
+            id="export",
+        ),
+        Binding(
+            "ctrl+l",
+            "copy_last",
+            "Copy",
+            show=False,
+            tooltip="Copy the last answer (OSC 52)",
+            id="copy",
+        ),
+        Binding(
+            "alt+c",
+            "copy_code",
+            "Copy code",
+            show=False,
+            tooltip="Copy the newest code block shown (OSC 52)",
+            id="copy-code",
+        ),
     ]
 
     def __init__(
-        self, api: ChatApi, *, model: str | None = None, max_tokens: int | None = None
+        self,
+        api: ChatApi,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        export_dir: Path | None = None,
     ) -> None:
-        super().__init__()
-        self.api = api
-        self.model = model  # for new conversations, until one is picked
-        self.max_tokens = max_tokens
-        self.replies = Replies()
-        self.current: Conversation | None = None
-        self.editing: ChatMessage | None = None  # the question F4 is rewriting
-        self.online = True
+        super().__init__(api, model=model, max_tokens=max_tokens)
+        self.export_dir = export_dir
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="body"):
@@ -80,30 +117,6 @@ class MainScreen(Screen[None]):
         yield StatusBar(id="status")
         yield Footer()
 
-    @property
-    def chat(self) -> ChatView:
-        return self.query_one(ChatView)
-
-    @property
-    def sidebar(self) -> Sidebar:
-        return self.query_one(Sidebar)
-
-    @property
-    def composer(self) -> Composer:
-        return self.query_one(Composer)
-
-    @property
-    def status(self) -> StatusBar:
-        return self.query_one(StatusBar)
-
-    @property
-    def current_id(self) -> str | None:
-        return self.current.id if self.current else None
-
-    @property
-    def current_model(self) -> str | None:
-        return (self.current.model if self.current else None) or self.model
-
     async def on_mount(self) -> None:
         self.status.server = self.api.url
         await self.chat.show(None)
@@ -113,14 +126,15 @@ class MainScreen(Screen[None]):
 
     @work(exclusive=True, group="defaults")
     async def load_defaults(self) -> None:
-        """The default model (the server's first) and the quota left on it."""
+        """The models (the default is the server's first, and their windows) and the quota."""
+        try:
+            models = await self.api.models()
+        except ApiError:
+            return  # the sidebar reports the server being down
+        self.windows = {m.id: m.context_window for m in models if m.context_window}
         if self.model is None:
-            try:
-                models = await self.api.models()
-            except ApiError:
-                return  # the sidebar reports the server being down
             self.model = models[0].id if models else None
-        self.status.model = self.current_model or ""
+        self.show_model()
         await self._refresh_usage()
 
     async def _refresh_usage(self) -> None:
@@ -161,6 +175,14 @@ class MainScreen(Screen[None]):
         if self.current is not None and self.current.id in self.sidebar.conversations:
             self.current = self.sidebar.conversations[self.current.id]
 
+    @on(ReplyDone)
+    def list_after_reply(self, event: ReplyDone) -> None:
+        """A reply is stored: the list's order and the new title, and the quota left."""
+        self.sidebar.reload()
+        if self.current is not None and not self.current.title:
+            self.set_timer(TITLE_DELAY, self.sidebar.reload)
+        self.refresh_usage()
+
     # -- opening conversations ---------------------------------------------------------------
 
     @on(Sidebar.Opened)
@@ -175,286 +197,32 @@ class MainScreen(Screen[None]):
         )
         self.sidebar.current = conversation_id
         self.editing = None
-        self.status.model = self.current_model or ""
+        self.show_model()
         self.status.tokens = 0
         await self.chat.show(conversation_id)
-
-    @on(ChatView.Loaded)
-    def loaded(self, event: ChatView.Loaded) -> None:
-        """The conversation is on screen: its size, and which branch of how many."""
-        self.status.tokens = self.chat.tokens
-        self.show_branches(event.conversation_id)
-
-    @on(ChatView.LoadFailed)
-    def load_failed(self, event: ChatView.LoadFailed) -> None:
-        """Its messages could not be had."""
-        self.notify(event.error.message, severity="error")
-
-    @on(ChatView.Orphan)
-    def orphan(self, event: ChatView.Orphan) -> None:
-        """A reply is still being generated (from before a restart of this app): follow it."""
-        reply = event.reply
-        assert reply.message_id is not None
-        self.follow(reply, self.api.resume(reply.conversation_id, reply.message_id, after=0))
-
-    @work(exclusive=True, group="branches")
-    async def show_branches(self, conversation_id: str) -> None:
-        """`‹2/3›` on the last question and answer when they have alternatives."""
-        for role in ("user", "assistant"):
-            view = self.chat.last(role)
-            if view is None or not view.message_id:
-                continue
-            try:
-                siblings = await self.api.siblings(conversation_id, view.message_id)
-            except ApiError:
-                return
-            ids = [m.id for m in siblings]
-            if view.message_id in ids:
-                view.set_branch(ids.index(view.message_id) + 1, len(ids))
-
-    # -- sending and following replies -------------------------------------------------------
-
-    @on(Composer.Submitted)
-    def submitted(self, event: Composer.Submitted) -> None:
-        """Enter in the composer: send the question (one reply at a time per conversation)."""
-        if self.replies.active(self.current_id):
-            self.notify("A reply is still being written: wait, or press Esc to stop it.")
-            self.composer.restore(event.text)
-            return
-        self.send(event.text)
-
-    @work(exclusive=True, group="send")
-    async def send(self, text: str) -> None:
-        """Create the conversation if this is a new chat, then send and follow the reply."""
-        if self.current is None:
-            try:
-                self.current = await self.api.create(model=self.model)
-            except ApiError as exc:
-                self.composer.restore(text)
-                self._report(exc)
-                return
-            self.sidebar.current = self.current.id
-            self.chat.conversation_id = self.current.id
-            self.sidebar.reload(select=self.current.id)
-        conversation_id, editing = self.current.id, self.editing
-        self.editing = None
-        replacing: list[MessageView] = []
-        if editing is not None:
-            views = list(self.chat.query(MessageView))
-            ids = [v.message_id for v in views]
-            if editing.id in ids:
-                replacing = views[ids.index(editing.id) :]
-        reply = Reply(conversation_id, question=text, model=self.current_model)
-        await self.chat.begin(reply, replacing=replacing)
-        events = self.api.send(
-            conversation_id,
-            text,
-            parent_id=editing.parent_id if editing else None,
-            branch=editing is not None,
-            max_tokens=self.max_tokens,
-        )
-        self.follow(reply, events)
-
-    def follow(self, reply: Reply, events: AsyncGenerator[StreamEvent, None]) -> None:
-        """Follow a reply's stream on its own worker until the server has stored it."""
-        self.replies.add(reply)
-        self.run_worker(
-            self._follow(reply, events),
-            group=f"reply:{reply.conversation_id}",
-            exclusive=True,
-            exit_on_error=False,
-        )
-
-    async def _follow(self, reply: Reply, events: AsyncGenerator[StreamEvent, None]) -> None:
-        try:
-            async with aclosing(events) as stream:
-                async for event in stream:
-                    self._apply(reply, event)
-        except ApiError as exc:
-            reply.status, reply.finished_at = "failed", time.monotonic()
-            self.post_message(ReplyFailed(reply, exc))
-
-    def _apply(self, reply: Reply, event: StreamEvent) -> None:
-        """Record one event on the reply and tell the screen."""
-        if isinstance(event, Started):
-            reply.message_id, reply.user_message_id = event.message_id, event.user_message_id
-            reply.model = event.model or reply.model
-            self.post_message(ReplyStarted(reply))
-            if reply.stop_requested:
-                self.cancel(reply)
-        elif isinstance(event, Delta):
-            reply.pieces.append(event.text)
-            reply.seq = event.seq
-            self.post_message(ReplyDelta(reply, event.seq, event.text))
-        elif isinstance(event, Failed):
-            reply.error = event.message
-        elif isinstance(event, Completed):
-            if event.content != reply.text:
-                reply.pieces = [event.content]
-            reply.seq, reply.usage = event.seq, event.usage
-            reply.status, reply.finished_at = event.status, time.monotonic()
-            self.post_message(ReplyDone(reply))
-
-    @on(ReplyStarted)
-    def reply_started(self, event: ReplyStarted) -> None:
-        """Both messages have ids now."""
-        if event.reply.conversation_id == self.chat.conversation_id:
-            self.chat.started(event.reply)
-
-    @on(ReplyDelta)
-    async def reply_delta(self, event: ReplyDelta) -> None:
-        """More text: onto the screen if that conversation is shown."""
-        if event.reply.conversation_id == self.chat.conversation_id:
-            await self.chat.feed(event.reply, event.seq, event.text)
-
-    @on(ReplyDone)
-    async def reply_done(self, event: ReplyDone) -> None:
-        """The reply is stored: final text and meta, the list's order and title, the quota."""
-        reply = event.reply
-        shown = reply.conversation_id == self.chat.conversation_id
-        if shown:
-            await self.chat.finish(reply)
-            self.status.tokens = self.chat.tokens
-            self.show_branches(reply.conversation_id)
-        if reply.error:
-            self.notify(f"The model failed: {reply.error}", severity="error")
-        elif not shown:
-            title = self.sidebar.conversations.get(reply.conversation_id)
-            self.notify(f"A reply is ready in “{title.label if title else 'another chat'}”")
-        self.sidebar.reload()
-        if self.current is not None and not self.current.title:
-            self.set_timer(4.0, self.sidebar.reload)  # the server titles it in the background
-        self.refresh_usage()
-
-    @on(ReplyFailed)
-    async def reply_failed(self, event: ReplyFailed) -> None:
-        """Refused or lost: nothing typed is lost, and the screen shows what the server has."""
-        reply = event.reply
-        if reply.message_id is None:
-            await self.chat.drop(reply)
-            if reply.question:
-                self.composer.restore(reply.question)
-            elif reply.conversation_id == self.chat.conversation_id:
-                self.chat.load(reply.conversation_id)  # a refused regenerate: the old answer
-        self._report(event.error)
-
-    def _report(self, error: ApiError) -> None:
-        if isinstance(error, RateLimited):
-            wait = max(1, round(error.retry_after))
-            self.notify(
-                f"Rate limited: {error.message} Try again in {wait} s.",
-                title="Slow down",
-                severity="warning",
-                timeout=min(max(wait, 4), 15),
-            )
-            self.status.count_down("rate limited, retry in", error.retry_after)
-        elif isinstance(error, ServerUnreachable):
-            self.online = self.status.online = False
-            self.notify(error.message, severity="error", timeout=8)
-            self.set_timer(RETRY_OFFLINE_SECONDS, self.sidebar.reload)
-        else:
-            self.notify(error.message, severity="error")
-
-    # -- controls ----------------------------------------------------------------------------
 
     async def action_new_chat(self) -> None:
         self.current, self.editing = None, None
         self.sidebar.current = None
-        self.sidebar.list_view.index = None
+        self.sidebar.options.highlighted = None
         self.status.tokens = 0
-        self.status.model = self.model or ""
+        self.show_model()
         await self.chat.show(None)
         self.composer.focus()
 
-    def action_stop(self) -> None:
-        """Esc: stop the reply being generated here; the server keeps it as cancelled."""
-        reply = self.replies.active(self.current_id)
-        if reply is None:
-            if self.editing is not None:
-                self.editing = None
-                self.composer.clear()
-                self.notify("Edit abandoned.")
-            return
-        if reply.message_id is None:
-            reply.stop_requested = True  # cancelled as soon as the server names it
-        else:
-            self.cancel(reply)
-
-    @work(group="cancel")
-    async def cancel(self, reply: Reply) -> None:
-        """Ask the server to stop; the stream then ends with the reply stored as cancelled."""
-        assert reply.message_id is not None
-        try:
-            await self.api.cancel(reply.conversation_id, reply.message_id)
-        except ApiError as exc:
-            self._report(exc)
-
-    async def action_regenerate(self) -> None:
-        """Ctrl+R: another answer to the last question, beside the old one."""
-        conversation_id = self.current_id
-        if conversation_id is None:
-            return
-        if self.replies.active(conversation_id):
-            self.notify("A reply is still being written: wait, or press Esc to stop it.")
-            return
-        last = self.chat.last("assistant")
-        if last is None or not last.message_id:
-            self.notify("There is no answer to regenerate yet.")
-            return
-        reply = Reply(conversation_id, model=self.current_model)
-        await self.chat.begin(reply, replacing=[last])
-        events = self.api.regenerate(conversation_id, last.message_id, max_tokens=self.max_tokens)
-        self.follow(reply, events)
-
-    @work(exclusive=True, group="edit")
-    async def action_edit_last(self) -> None:
-        """F4: put the last question in the composer; sending it makes a new branch."""
-        conversation_id = self.current_id
-        if self.replies.active(conversation_id):
-            self.notify("A reply is still being written: wait, or press Esc to stop it.")
-            return
-        last = self.chat.last("user")
-        if conversation_id is None or last is None or not last.message_id:
-            self.notify("There is no question to edit yet.")
-            return
-        try:
-            question = await self.api.message(conversation_id, last.message_id)
-        except ApiError as exc:
-            self._report(exc)
-            return
-        self.editing = question
-        self.composer.set_text(question.content)
-        self.composer.focus()
-        self.notify("Editing the last question: Enter sends it as a new branch, Esc abandons.")
-
-    @work(exclusive=True, group="branch")
-    async def action_branch(self, step: int) -> None:
-        """Alt+←/→: the previous or next alternative of the last answer (or question)."""
-        conversation_id = self.current_id
-        if conversation_id is None or self.replies.active(conversation_id):
-            return
-        for view in (self.chat.last("assistant"), self.chat.last("user")):
-            if view is None or not view.message_id or view.branch is None:
-                continue
-            try:
-                siblings = await self.api.siblings(conversation_id, view.message_id)
-                ids = [m.id for m in siblings]
-                target = ids[(ids.index(view.message_id) + step) % len(ids)]
-                await self.api.switch(conversation_id, target)
-            except (ApiError, ValueError) as exc:
-                self.notify(str(exc), severity="error")
-                return
-            self.chat.load(conversation_id)
-            return
-        self.notify("This answer has no alternatives (Ctrl+R makes one).")
+    # -- the list and its conversations ------------------------------------------------------
 
     def action_search(self) -> None:
         self.sidebar.action_focus_search()
 
+    def action_toggle_archived(self) -> None:
+        """F8: list the archived conversations instead (`a` on one brings it back)."""
+        self.sidebar.show_archived(not self.sidebar.archived)
+
     def _target(self) -> str | None:
         """What list actions act on: the highlighted item when the list has focus, else the
         open conversation."""
-        if isinstance(self.focused, ListView) and self.sidebar.highlighted:
+        if self.focused is self.sidebar.options and self.sidebar.highlighted:
             return self.sidebar.highlighted
         return self.current_id
 
@@ -478,9 +246,14 @@ class MainScreen(Screen[None]):
             self.change(target, pinned=not (conversation and conversation.pinned))
 
     def action_archive_conversation(self) -> None:
+        """Archive the target (out of the list), or bring an archived one back."""
         target = self._target()
-        if target is not None:
-            self.change(target, archived=True)
+        if target is None:
+            return
+        conversation = self.sidebar.conversations.get(target)
+        archived = conversation.archived if conversation else self.sidebar.archived
+        self.change(target, archived=not archived)
+        self.notify("Unarchived." if archived else "Archived: F8 lists the archived ones.")
 
     def action_system_prompt(self) -> None:
         conversation = self.current
@@ -494,8 +267,7 @@ class MainScreen(Screen[None]):
                 self.change(conversation.id, system_prompt=value.strip() or None)
 
         prompt = (conversation.system_prompt if conversation else None) or ""
-        screen = PromptScreen("System prompt for this conversation", prompt, "You are …")
-        self.app.push_screen(screen, save)
+        self.app.push_screen(SystemPromptScreen(prompt), save)
 
     def action_pick_model(self) -> None:
         def picked(model: str | None) -> None:
@@ -503,6 +275,7 @@ class MainScreen(Screen[None]):
                 return
             self.model = model
             self.status.model = model
+            self.status.context = self.windows.get(model, 0)
             if self.current is not None:
                 self.change(self.current.id, model=model)
 
@@ -514,13 +287,15 @@ class MainScreen(Screen[None]):
         try:
             changed = await self.api.update(conversation_id, **fields)
         except ApiError as exc:
-            self._report(exc)
+            self.report(exc)
             return
         if changed.id == self.current_id:
             self.current = changed
-            self.status.model = self.current_model or ""
+            self.show_model()
             if changed.archived:
                 await self.action_new_chat()
+        if "archived" in fields:
+            self.sidebar.conversations.pop(conversation_id, None)  # it left this list
         self.sidebar.reload()
 
     @work(group="change")
@@ -529,7 +304,7 @@ class MainScreen(Screen[None]):
         try:
             created = await self.api.create(model=self.model, **fields)
         except ApiError as exc:
-            self._report(exc)
+            self.report(exc)
             return
         await self.open(created.id)
         self.current = created
@@ -553,7 +328,7 @@ class MainScreen(Screen[None]):
         try:
             await self.api.delete(conversation_id)
         except ApiError as exc:
-            self._report(exc)
+            self.report(exc)
             return
         if conversation_id == self.current_id:
             await self.action_new_chat()
@@ -561,25 +336,55 @@ class MainScreen(Screen[None]):
         self.sidebar.reload()
         self.notify("Deleted.")
 
+    def action_export(self) -> None:
+        """Ctrl+S: ask where (the export folder, else here), then save as Markdown."""
+        if self.current is None:
+            self.notify("Open a conversation to export it.")
+            return
+        conversation = self.current
+        stem = re.sub(r"[^\w-]+", "-", conversation.label).strip("-")[:50] or "chat"
+        suggested = (self.export_dir or Path.cwd()) / f"{stem}.md"
+
+        def chosen(value: str | None) -> None:
+            if value and value.strip():
+                self.export(conversation.id, Path(value.strip()).expanduser())
+
+        self.app.push_screen(PromptScreen("Export as Markdown to", str(suggested)), chosen)
+
+    @work(group="export")
+    async def export(self, conversation_id: str, path: Path) -> None:
+        """Write the server's Markdown export of the conversation to `path`."""
+        try:
+            text = await self.api.export_markdown(conversation_id)
+        except ApiError as exc:
+            self.report(exc)
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"Could not write {path}: {exc}", severity="error")
+            return
+        self.notify(f"Saved {path}")
+
     def action_copy_last(self) -> None:
-        """Copy the last answer to the terminal's clipboard (OSC 52)."""
+        """Copy the last answer to the terminal's clipboard (OSC 52: works over SSH too)."""
         last = self.chat.last("assistant")
         if last is None:
+            self.notify("There is no answer to copy yet.")
             return
         self.app.copy_to_clipboard(last.text)
         self.notify("Copied the last answer.")
 
-    @work(group="export")
-    async def action_export(self) -> None:
-        """Save the open conversation as Markdown in the current directory."""
-        if self.current is None:
-            return
-        try:
-            text = await self.api.export_markdown(self.current.id)
-        except ApiError as exc:
-            self._report(exc)
-            return
-        stem = re.sub(r"[^\w-]+", "-", self.current.label).strip("-")[:50] or "chat"
-        path = Path.cwd() / f"{stem}.md"
-        path.write_text(text, encoding="utf-8")
-        self.notify(f"Saved {path}")
+    def action_copy_code(self) -> None:
+        """Copy the last code block of the newest answer that has one (OSC 52)."""
+        for view in reversed(self.chat.views):
+            if view.message.role != "assistant":
+                continue
+            blocks = code_blocks(view.text)
+            if blocks:
+                self.app.copy_to_clipboard(blocks[-1])
+                lines = blocks[-1].count("\n") or 1
+                self.notify(f"Copied a code block ({lines} line{'s' if lines > 1 else ''}).")
+                return
+        self.notify("There is no code block in the answers shown.")

@@ -18,7 +18,15 @@ __all__ = ["ModelPickerScreen"]
 class ModelPickerScreen(ModalScreen[str | None]):
     """Enter picks the highlighted model; Esc keeps the current one."""
 
-    BINDINGS = [Binding("escape", "dismiss_none", "Cancel", tooltip="Keep the current model")]
+    BINDINGS = [
+        Binding(
+            "escape",
+            "dismiss_none",
+            "Cancel",
+            tooltip="Close the dialog without changing anything",
+            id="dialog-cancel",
+        )
+    ]
 
     def __init__(self, api: ChatApi, current: str | None) -> None:
         super().__init__()

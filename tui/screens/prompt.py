@@ -15,7 +15,15 @@ __all__ = ["PromptScreen"]
 class PromptScreen(ModalScreen[str | None]):
     """Enter gives the text (possibly empty), Esc gives None."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", tooltip="Close without changing anything")]
+    BINDINGS = [
+        Binding(
+            "escape",
+            "cancel",
+            "Cancel",
+            tooltip="Close the dialog without changing anything",
+            id="dialog-cancel",
+        )
+    ]
 
     def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
         super().__init__()

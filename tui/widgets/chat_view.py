@@ -128,48 +128,56 @@ class ChatView(VerticalScroll):
             return
         for view in replacing:
             await view.remove()
-        await self.query(".notice").remove()
+        await self.query_children(".notice").remove()
         views = [MessageView(reply.as_question(), reply=reply)] if reply.question else []
         views.append(MessageView(reply.as_message(), reply=reply))
         await self.mount_all(views)
         self.anchor()
 
+    @property
+    def views(self) -> list[MessageView]:
+        """The messages shown, oldest first (children only: a query would walk every block of
+        every answer's Markdown, on each token)."""
+        return [child for child in self.children if isinstance(child, MessageView)]
+
     def view_of(self, reply: Reply) -> MessageView | None:
-        for view in self.query(MessageView):
+        for view in reversed(self.views):
             if view.reply is reply and view.message.role == "assistant":
                 return view
         return None
 
-    async def feed(self, reply: Reply, seq: int, text: str) -> None:
+    def feed(self, reply: Reply, seq: int, text: str) -> None:
         view = self.view_of(reply)
         if view is not None:
-            await view.feed(seq, text)
+            view.feed(seq, text)
 
     def started(self, reply: Reply) -> None:
-        for view in self.query(MessageView):
+        for view in self.views:
             if view.reply is reply:
                 view.refresh_meta()
 
-    async def finish(self, reply: Reply) -> None:
+    def finish(self, reply: Reply) -> None:
         view = self.view_of(reply)
         if view is not None:
-            await view.finish(reply.as_message())
+            view.finish(reply.as_message())
 
     async def drop(self, reply: Reply) -> None:
         """Take away the views of a reply the server never stored (refused before it began)."""
-        for view in list(self.query(MessageView)):
+        for view in self.views:
             if view.reply is reply and view.message_id is None:
                 await view.remove()
 
     def last(self, role: str) -> MessageView | None:
         """The newest message view of that role, if any."""
-        views = [v for v in self.query(MessageView) if v.message.role == role]
-        return views[-1] if views else None
+        for view in reversed(self.views):
+            if view.message.role == role:
+                return view
+        return None
 
     @property
     def tokens(self) -> int:
         """Tokens the conversation takes now: the newest reply's prompt plus its answer."""
-        for view in reversed(list(self.query(MessageView))):
+        for view in reversed(self.views):
             if view.message.role == "assistant" and view.message.usage:
                 return view.message.total_tokens
         return 0

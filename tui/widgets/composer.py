@@ -1,13 +1,17 @@
-"""Where questions are written: multi-line, Enter sends, up/down recall earlier prompts."""
+"""Where questions are written: multi-line, Enter sends, up/down recall earlier prompts, and
+Ctrl+E hands the text to $EDITOR for a long one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from textual import events
+from textual.app import SuspendNotSupported
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+
+from tui.editor import EditorFailed, edit_text
 
 __all__ = ["Composer"]
 
@@ -16,8 +20,22 @@ class Composer(TextArea):
     """A TextArea where Enter sends and Ctrl+J (or Shift+Enter) starts a new line."""
 
     BINDINGS = [
-        Binding("ctrl+j", "newline", "Newline", show=False, tooltip="Insert a new line"),
-        Binding("shift+enter", "newline", "Newline", show=False, tooltip="Insert a new line"),
+        Binding(
+            "ctrl+j,shift+enter",
+            "newline",
+            "Newline",
+            show=False,
+            tooltip="Insert a new line (Ctrl+J where the terminal swallows Shift+Enter)",
+            id="newline",
+        ),
+        Binding(
+            "ctrl+e",
+            "open_editor",
+            "Editor",
+            show=False,
+            tooltip="Write the message in $VISUAL / $EDITOR (default vi)",
+            id="editor",
+        ),
     ]
 
     @dataclass
@@ -52,6 +70,20 @@ class Composer(TextArea):
 
     def action_newline(self) -> None:
         self.insert("\n")
+
+    def action_open_editor(self) -> None:
+        """Ctrl+E: the app steps aside while the editor runs on the text; its result comes back."""
+        try:
+            with self.app.suspend():
+                text = edit_text(self.text)
+        except SuspendNotSupported:
+            self.notify("This terminal cannot hand over to an editor.", severity="error")
+            return
+        except EditorFailed as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.set_text(text)
+        self.focus()
 
     def restore(self, text: str) -> None:
         """Put back a question that could not be sent, so nothing typed is lost."""

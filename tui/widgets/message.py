@@ -1,18 +1,18 @@
 """One message of the chat: a meta line (who, model, tokens, time) over its text as Markdown.
 
-A reply being generated is fed through Textual's MarkdownStream, which appends to the document
-(re-parsing only from the last block) and batches pieces that come faster than it can draw.
+A reply being generated is appended to its MarkdownText piece by piece: only the last block is
+parsed and drawn again, and pieces that come faster than frames are drawn together.
 """
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Static
 
 from tui.data import ChatMessage
 from tui.replies import Reply
+from tui.widgets.markdown_text import MarkdownText
 
 __all__ = ["MessageView"]
 
@@ -27,9 +27,9 @@ class MessageView(Vertical):
         streamed = reply is not None and message.role == "assistant"
         self.seq = reply.seq if reply is not None and streamed else 0  # the last event shown
         self.branch: tuple[int, int] | None = None  # (position, count) among its siblings
-        self._initial = reply.text if reply is not None and streamed else message.content
-        self._stream: MarkdownStream | None = None
-        self._pending: list[str] = []  # pieces that came before the view was mounted
+        self.body = MarkdownText(
+            reply.text if reply is not None and streamed else message.content, classes="body"
+        )
 
     @property
     def message_id(self) -> str | None:
@@ -45,49 +45,29 @@ class MessageView(Vertical):
 
     @property
     def text(self) -> str:
-        return self.query_one(Markdown).source
+        return self.body.source
 
     def compose(self) -> ComposeResult:
         yield Static(self._meta(), classes="meta", markup=False)
-        yield Markdown(self._initial, classes="body")
+        yield self.body
 
-    async def on_mount(self) -> None:
-        if self.reply is None or self.message.role != "assistant":
-            return
-        if self.reply.done:
-            # It ended between this view being made and being shown.
-            await self._show_final(self.reply.as_message())
-            return
-        self._stream = Markdown.get_stream(self.query_one(Markdown))
-        if self._pending:
-            await self._stream.write("".join(self._pending))
-            self._pending.clear()
+    def on_mount(self) -> None:
+        if self.reply is not None and self.message.role == "assistant" and self.reply.done:
+            self.finish(self.reply.as_message())  # it ended before this view was shown
 
-    async def feed(self, seq: int, text: str) -> None:
+    def feed(self, seq: int, text: str) -> None:
         """Show the next piece of a streaming reply (pieces this view already has are skipped)."""
-        if seq <= self.seq:
-            return
-        self.seq = seq
-        if self._stream is None:
-            self._pending.append(text)
-        else:
-            await self._stream.write(text)
+        if seq > self.seq:
+            self.seq = seq
+            self.body.append(text)
 
-    async def finish(self, message: ChatMessage) -> None:
-        """The reply is stored: flush the stream; the text becomes exactly the stored one."""
-        if self.is_mounted:  # else on_mount shows the finished reply
-            await self._show_final(message)
-
-    async def _show_final(self, message: ChatMessage) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            await stream.stop()
+    def finish(self, message: ChatMessage) -> None:
+        """The reply is stored: its text becomes exactly the stored one, and its meta final."""
         self.message = message
-        markdown = self.query_one(Markdown)
-        if markdown.source != message.content:
+        if self.body.source != message.content:
             # Only when the server's text differs from what streamed (a late resume of a reply
             # it had already forgotten sends its stored text at once).
-            await markdown.update(message.content)
+            self.body.update(message.content)
         self.refresh_meta()
 
     def set_branch(self, position: int, count: int) -> None:

@@ -1,4 +1,9 @@
-"""The line above the key hints: server, model, tokens in the conversation, quota, notices."""
+"""The line above the key hints: server, model, the context gauge, quota, notices.
+
+The gauge (`1,234/8,192 ctx (15%)`) is the conversation's tokens (the last reply's prompt plus
+answer) against the model's context window; from CONTEXT_WARNING of it on it shows in the
+warning colour, as the server soon leaves the oldest turns out of the prompt.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-__all__ = ["StatusBar", "quota_text"]
+__all__ = ["CONTEXT_WARNING", "StatusBar", "quota_text"]
+
+CONTEXT_WARNING = 0.8
 
 # The limit shown, in order of preference: the one a person runs into over a day of chatting.
 _QUOTA_KINDS = (
@@ -34,9 +41,12 @@ def quota_text(remaining: dict[str, Any] | None) -> str:
 class StatusBar(Widget):
     """One line; a notice with a deadline counts down (a 429's retry) and then clears."""
 
+    COMPONENT_CLASSES = {"status--warning"}
+
     server: reactive[str] = reactive("")
     model: reactive[str] = reactive("")
     tokens: reactive[int] = reactive(0)
+    context: reactive[int] = reactive(0)  # the model's context window; 0 when unknown
     quota: reactive[str] = reactive("")
     notice: reactive[str] = reactive("")
     online: reactive[bool] = reactive(True)
@@ -48,6 +58,18 @@ class StatusBar(Widget):
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick)
+
+    @property
+    def share(self) -> float | None:
+        """How much of the context window the conversation takes (None: window unknown)."""
+        return self.tokens / self.context if self.context else None
+
+    @property
+    def gauge(self) -> str:
+        """`1,234/8,192 ctx (15%)`, or `1,234 tokens` when the window is unknown."""
+        if self.share is None:
+            return f"{self.tokens:,} tokens" if self.tokens else ""
+        return f"{self.tokens:,}/{self.context:,} ctx ({self.share:.0%})"
 
     def count_down(self, text: str, seconds: float) -> None:
         """Show `text` followed by the seconds left, until they are up."""
@@ -66,13 +88,16 @@ class StatusBar(Widget):
             self.notice = f"{self._text} {left:.0f} s"
 
     def render(self) -> Text:
-        parts = [self.server if self.online else f"{self.server} (offline)"]
+        text = Text(" ", no_wrap=True, overflow="ellipsis")
+        parts: list[Text | str] = [self.server if self.online else f"{self.server} (offline)"]
         if self.model:
             parts.append(self.model)
-        if self.tokens:
-            parts.append(f"{self.tokens:,} tokens")
+        if self.gauge:
+            full = self.share is not None and self.share >= CONTEXT_WARNING
+            style = self.get_component_rich_style("status--warning", partial=True) if full else ""
+            parts.append(Text(self.gauge, style=style))
         if self.quota:
             parts.append(self.quota)
         if self.notice:
             parts.append(self.notice)
-        return Text(" " + " · ".join(parts), no_wrap=True, overflow="ellipsis")
+        return text.append(Text(" · ").join(Text(p) if isinstance(p, str) else p for p in parts))
