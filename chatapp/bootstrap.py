@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from chatapp.accounts import Accounts
+from chatapp.credentials import read_credentials, write_credentials
 from chatapp.errors import AuthenticationError, StorageError
 from chatapp.paths import CREDENTIALS_NAME, DB_NAME
 from chatapp.store import open_database
@@ -69,21 +68,3 @@ def initialize(home: Path, *, url: str, admin_key: str | None = None) -> InitRes
     finally:
         db.conn.close()
     return InitResult(home=home, db_path=db_path, credentials_path=credentials, new_key=new_key)
-
-
-def write_credentials(path: Path, *, url: str, api_key: str) -> None:
-    """Write the credentials file readable by its owner only (created 0600, never wider)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        json.dump({"url": url, "api_key": api_key}, handle, indent=2)
-        handle.write("\n")
-
-
-def read_credentials(path: Path) -> dict[str, str]:
-    """The stored url and api_key; an empty dict when there is no usable file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}

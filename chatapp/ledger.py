@@ -19,27 +19,12 @@ from typing import Any
 import duckdb
 import numpy
 
+from chatapp.report_fields import REPORT_DIMENSIONS, REPORT_MEASURES
 from chatapp.usage import OUTBOX_COLUMNS
 
 __all__ = ["LEDGER_NAME", "REPORT_DIMENSIONS", "REPORT_MEASURES", "Ledger"]
 
 LEDGER_NAME = "ledger.duckdb"
-REPORT_DIMENSIONS = {
-    "user": "user_id",
-    "org": "org_id",
-    "model": "model",
-    "key": "key_id",
-    "day": "CAST(to_timestamp(ts) AS DATE)",
-}
-# The columns of a report after its dimension, in the order the SELECT below gives them.
-REPORT_MEASURES = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cost",
-    "failed",
-)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
     request_id         VARCHAR PRIMARY KEY,

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import typer
 
-from chatapp.bootstrap import read_credentials
+from chatapp.credentials import read_credentials
 from chatapp.paths import CREDENTIALS_NAME, default_home
 from cli.common import fail
 

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from chatapp.diagnostics import run_checks
 from cli.common import ConfigOption, console
 
 __all__ = ["doctor"]
@@ -25,6 +24,8 @@ def doctor(
     ] = False,
 ) -> None:
     """Check Python, GPUs, engines, config, port, disk and data files; exit 1 if any fails."""
+    from chatapp.diagnostics import run_checks
+
     # Not load_setup: a broken models.toml must not stop the report, it is one of its lines.
     checks = run_checks(config)
     if json_output:

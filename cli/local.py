@@ -6,11 +6,9 @@ import os
 
 import typer
 
-from chatapp.bootstrap import initialize, read_credentials
+from chatapp.credentials import read_credentials
 from chatapp.errors import ChatAppError
-from chatapp.migrate import apply_migrations
 from chatapp.paths import CREDENTIALS_NAME, DB_NAME, migrations_dir
-from chatapp.store import open_database
 from cli.common import ConfigOption, console, fail, load_setup
 
 __all__ = ["init", "key", "migrate"]
@@ -21,6 +19,8 @@ def init(config: ConfigOption = None) -> None:
 
     Set CHATAPP_ADMIN_KEY to choose the admin key yourself (for automation).
     """
+    from chatapp.bootstrap import initialize  # the database stack loads only when used
+
     setup = load_setup(config)
     url = f"http://{setup.config.server.host}:{setup.config.server.port}"
     try:
@@ -44,6 +44,9 @@ def init(config: ConfigOption = None) -> None:
 
 def migrate(config: ConfigOption = None) -> None:
     """Apply pending database migrations (serve does this itself at start-up)."""
+    from chatapp.migrate import apply_migrations
+    from chatapp.store import open_database
+
     setup = load_setup(config)
     try:
         db = open_database(setup.home / DB_NAME, migrate=False)

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.logging import RichHandler
 
-from chatapp.bootstrap import initialize
 from chatapp.errors import ChatAppError
 from cli.common import ConfigOption, Setup, console, fail, load_setup
-from cli.engine_node import serve_engines
 
 __all__ = ["serve"]
 
@@ -36,6 +33,12 @@ def serve(
     ] = False,
 ) -> None:
     """Run the engines and the OpenAI-compatible gateway until Ctrl-C or SIGTERM."""
+    # The server stack loads only for serve: every other command starts faster without it.
+    import uvicorn
+
+    from chatapp.bootstrap import initialize
+    from cli.engine_node import serve_engines
+
     setup = load_setup(config)
     host = host or setup.config.server.host
     port = port or setup.config.server.port

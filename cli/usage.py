@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chatapp.ledger import REPORT_DIMENSIONS, REPORT_MEASURES
+from chatapp.report_fields import REPORT_DIMENSIONS, REPORT_MEASURES
 from cli.client import client_of
 from cli.output import CsvOption, JsonOption, emit, emit_record, output_format
 

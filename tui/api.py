@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import aconnect_sse
 
-from chatapp.bootstrap import read_credentials
+from chatapp.credentials import read_credentials
 from chatapp.paths import CREDENTIALS_NAME, default_home
 from tui.data import (
     ChatMessage,

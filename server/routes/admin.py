@@ -17,9 +17,9 @@ from starlette.responses import JSONResponse, Response
 
 from chatapp.directory import Directory
 from chatapp.errors import InvalidRequest, NotFound
-from chatapp.ledger import REPORT_DIMENSIONS, REPORT_MEASURES
 from chatapp.limits import LIMIT_KINDS
 from chatapp.quotas import LEVELS, Override
+from chatapp.report_fields import REPORT_DIMENSIONS, REPORT_MEASURES
 from server.auth import authenticate
 from server.body import read_json
 from server.state import GatewayState, state_of
