@@ -55,6 +55,7 @@ class ServerConfig:
     tool_timeout_seconds: float = 10.0
     log_format: str = "text"  # or "json": one JSON object per line, for log shippers
     log_level: str = "info"
+    record_usage: bool = True  # false only to measure what the ledger costs (benchmarks)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def _parse_server(t: Table) -> ServerConfig:
         "tool_timeout_seconds",
         "log_format",
         "log_level",
+        "record_usage",
     )
     default = ServerConfig()
     data_dir = t.string("data_dir", None)
@@ -247,6 +249,7 @@ def _parse_server(t: Table) -> ServerConfig:
         ),
         log_format=t.choice("log_format", default.log_format, ("text", "json")),
         log_level=t.choice("log_level", default.log_level, ("debug", "info", "warning", "error")),
+        record_usage=t.boolean("record_usage", default.record_usage),
     )
 
 

@@ -282,7 +282,8 @@ class Meter:
             with self.db.conn:
                 if also is not None:
                     also(self.db.conn)
-                write_outbox(self.db.conn, event)
+                if self.config.server.record_usage:
+                    write_outbox(self.db.conn, event)
         except sqlite3.Error:
             # The answer has been served; losing its usage row is bad, failing the client
             # for it would be worse. Loud, so an operator sees it.

@@ -46,3 +46,21 @@ def test_headers_report_a_spent_daily_limit_rather_than_a_roomy_minute() -> None
 
 def test_reset_durations_read_like_openai_s() -> None:
     assert [format_reset(s) for s in (0.02, 6, 90, 3605)] == ["20ms", "6s", "1m30s", "1h0m5s"]
+
+
+def test_usage_is_not_written_when_recording_is_off(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    shipped = load_config(shipped_config_path())
+    config = replace(shipped, server=replace(shipped.server, record_usage=False))
+    db = open_database(tmp_path / "chatapp.db")
+    accounts = Accounts(db)
+    user = accounts.ensure_user("u", org_id=accounts.ensure_org("o", tier="free"))
+    principal = accounts.authenticate(accounts.create_key(user).secret)
+    meter = Meter(config, db, Limiter(), Quotas(config, db))
+    seen = []
+    meter.observers.append(seen.append)
+    ticket = meter.admit(principal, config.models["smollm2"], {"messages": [], "max_tokens": 5})
+    meter.finish(ticket, status="ok", usage={"prompt_tokens": 3}, upstream=None)
+    assert db.execute("SELECT count(*) FROM usage_outbox").fetchone()[0] == 0
+    assert [event.prompt_tokens for event in seen] == [3]  # metrics still see it
