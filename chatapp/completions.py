@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -250,10 +251,12 @@ class ChatStream:
     async def __aiter__(self) -> AsyncIterator[str]:
         """Each upstream chunk's data, as it arrives; ends with a usage chunk when asked for."""
         last: dict[str, Any] | None = None
+        events = EventSource(self.response).aiter_sse()
         try:
-            async for event in EventSource(self.response).aiter_sse():
+            async for event in events:
                 data = event.data
                 if data == "[DONE]":
+                    await _drain(events)
                     break
                 if not data:
                     continue
@@ -323,6 +326,14 @@ class ChatStream:
             # Shielded: this runs while a client disconnect is cancelling the request.
             with anyio.CancelScope(shield=True):
                 await self.response.aclose()
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    """Read what follows [DONE] (the end of the chunked body): a response closed unread takes
+    its connection with it, and the next request would pay a new TCP (or TLS) handshake."""
+    with anyio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError, SSEError):
+        async for _ in events:
+            pass
 
 
 def _parse_chunk(data: str) -> dict[str, Any]:

@@ -1,24 +1,25 @@
 """Which upstream gets a request: affinity for follow-up turns, else the least loaded.
 
-Affinity is weighted rendezvous hashing: every upstream scores the conversation's key and the
-highest score wins, so a conversation keeps its upstream (and vLLM's prefix cache of it) while
-that upstream is available, and only the conversations of an upstream that goes away move.
+Affinity is consistent hashing on a ring of points per upstream (more for a larger weight):
+a conversation's key lands on the ring and goes to the first available upstream after it, so
+a conversation keeps its upstream (and vLLM's prefix cache of it) while that upstream is
+available, and only the conversations of an upstream that goes away move. A pick is a
+binary search, whatever the number of upstreams.
 A bound on load keeps one hot conversation mix from piling onto one upstream: when the
 affinity choice carries much more than the average load, the least-loaded one is taken.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Routable", "affinity_key", "choose", "key_hash"]
+__all__ = ["HashRing", "Routable", "affinity_key", "choose", "key_hash"]
 
 _LOAD_FACTOR = 1.25  # affinity may carry this much more than the average load per weight…
 _LOAD_SLACK = 2.0  # …plus this many requests, before the least-loaded upstream is used
-_SCALE = 2.0**64
 
 
 class Routable(Protocol):
@@ -27,7 +28,6 @@ class Routable(Protocol):
     name: str
     weight: float
     outstanding: int
-    seed: int
 
     def available(self) -> bool: ...
 
@@ -57,22 +57,9 @@ def affinity_key(body: Mapping[str, Any], session: str | None = None) -> str | N
     return "prompt:" + hashlib.blake2b("\x01".join(opening).encode(), digest_size=8).hexdigest()
 
 
-_MASK = 2**64 - 1
-
-
 def key_hash(text: str) -> int:
     """A stable 64-bit hash (the same in every process, unlike hash())."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-
-
-def _score(key: int, upstream: Routable) -> float:
-    """Weighted rendezvous score: -weight / ln(u), u uniform in (0, 1) from mixing the key's
-    and the upstream's 64-bit hashes (splitmix64's finaliser: every bit of both matters)."""
-    x = key ^ upstream.seed
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    x ^= x >> 31
-    return -upstream.weight / math.log((x + 0.5) / _SCALE)
 
 
 def choose(
@@ -82,24 +69,66 @@ def choose(
     key: str | None,
     exclude: frozenset[str] = frozenset(),
     turn: int = 0,
+    ring: HashRing | None = None,
 ) -> RoutableT | None:
     """The upstream for a request, or None when none is available.
 
     `policy` is affinity, least_outstanding or round_robin (`turn` counts the pool's requests).
     """
-    candidates = [u for u in upstreams if u.name not in exclude and u.available()]
+    if exclude:
+        candidates = [u for u in upstreams if u.name not in exclude and u.available()]
+    else:
+        candidates = [u for u in upstreams if u.available()]
     if not candidates:
         return None
     if len(candidates) == 1:
         return candidates[0]
     if policy == "round_robin":
         return candidates[turn % len(candidates)]
-    least = min(candidates, key=lambda u: u.outstanding / (u.weight or 1e-9))
     if policy != "affinity" or key is None:
-        return least
-    hashed = key_hash(key)
-    preferred = max(candidates, key=lambda u: _score(hashed, u))
-    total_weight = sum(u.weight for u in candidates) or 1e-9
-    average = sum(u.outstanding for u in candidates) / total_weight
-    bound = _LOAD_FACTOR * average * preferred.weight + _LOAD_SLACK
-    return preferred if preferred.outstanding <= bound else least
+        return min(candidates, key=_load)
+    preferred = _on_ring(ring or HashRing(upstreams), upstreams, candidates, key_hash(key))
+    total_weight = 0.0
+    total_load = 0
+    for upstream in candidates:
+        total_weight += upstream.weight
+        total_load += upstream.outstanding
+    bound = _LOAD_FACTOR * total_load / (total_weight or 1e-9) * preferred.weight + _LOAD_SLACK
+    return preferred if preferred.outstanding <= bound else min(candidates, key=_load)
+
+
+def _load(upstream: Routable) -> float:
+    return upstream.outstanding / (upstream.weight or 1e-9)
+
+
+class HashRing:
+    """Points on a 64-bit ring, `POINTS` per unit of weight, each owned by an upstream."""
+
+    POINTS = 400
+
+    def __init__(self, upstreams: Sequence[Routable]) -> None:
+        points = sorted(
+            (key_hash(f"{upstream.name}#{n}"), index)
+            for index, upstream in enumerate(upstreams)
+            for n in range(max(1, round(self.POINTS * upstream.weight)))
+        )
+        self.hashes = [point for point, _ in points]
+        self.owners = [owner for _, owner in points]
+        self.signature = tuple((u.name, u.weight) for u in upstreams)
+
+
+def _on_ring(
+    ring: HashRing,
+    upstreams: Sequence[RoutableT],
+    candidates: Sequence[RoutableT],
+    key: int,
+) -> RoutableT:
+    """The first candidate at or after `key` on the ring."""
+    allowed = {id(u) for u in candidates}
+    start = bisect.bisect_left(ring.hashes, key)
+    size = len(ring.owners)
+    for step in range(size):
+        upstream = upstreams[ring.owners[(start + step) % size]]
+        if id(upstream) in allowed:
+            return upstream
+    return candidates[0]  # unreachable while candidates come from upstreams

@@ -17,7 +17,7 @@ from chatapp.engines.launch import EngineLaunch, build_launch
 from chatapp.engines.supervisor import EngineSupervisor
 from chatapp.errors import EngineUnavailable
 from chatapp.plain_messages import plain_messages
-from chatapp.router import choose, key_hash
+from chatapp.router import HashRing, choose
 from chatapp.token_count import CharEstimate, GgufTokenizer, TokenCounter
 
 __all__ = ["ModelPool", "Upstream", "build_pools"]
@@ -57,12 +57,12 @@ class Upstream:
     prefix_cache_hit_rate: float | None = None
     gpus: tuple[int, ...] = ()
 
-    def __post_init__(self) -> None:
-        self.seed = key_hash(self.name)  # its rendezvous-hash identity
-
     def available(self) -> bool:
         """Whether new requests may go here now."""
-        return self.ready and self.healthy and not self.draining and self.breaker.allows()
+        if self.draining or not self.healthy or not self.ready:
+            return False
+        breaker = self.breaker
+        return breaker.opened_at is None or breaker.allows()  # closed is the common case
 
     @property
     def base_url(self) -> str:
@@ -149,6 +149,7 @@ class ModelPool:
     upstreams: list[Upstream]
     fallback: ModelPool | None = None
     turn: itertools.count[int] = field(default_factory=itertools.count)
+    ring: HashRing | None = None  # built at the first pick; the upstreams do not change
 
     @property
     def ready(self) -> bool:
@@ -157,12 +158,15 @@ class ModelPool:
     def pick(self, key: str | None = None, exclude: frozenset[str] = frozenset()) -> Upstream:
         """The upstream for a request (see chatapp.router), or EngineUnavailable (503 with
         Retry-After) saying why none can take it."""
+        if self.ring is None:
+            self.ring = HashRing(self.upstreams)
         chosen = choose(
             self.upstreams,
             policy=self.model.routing,
             key=key,
             exclude=exclude,
             turn=next(self.turn),
+            ring=self.ring,
         )
         if chosen is not None:
             chosen.breaker.on_send()
