@@ -287,6 +287,31 @@ def _load_hook(hook: str) -> Callable[[str], Any]:
 class OutputGuard:
     """Checks an answer as it streams; `admit(piece)` says whether the piece may be shown."""
 
+    @classmethod
+    def for_request(
+        cls,
+        moderator: Moderator,
+        policy: Policy,
+        *,
+        principal: Principal,
+        model: str,
+        request_id: str,
+        conversation_id: str | None = None,
+    ) -> OutputGuard:
+        """A guard that records its decisions against this request."""
+
+        def record(decision: Decision) -> None:
+            moderator.record(
+                decision,
+                direction="output",
+                principal=principal,
+                model=model,
+                conversation_id=conversation_id,
+                request_id=request_id,
+            )
+
+        return cls(moderator, policy, record)
+
     def __init__(self, moderator: Moderator, policy: Policy, record: Callable[[Decision], None]):
         self.moderator = moderator
         self.policy = policy

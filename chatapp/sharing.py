@@ -14,7 +14,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chatapp.conversations import ConversationStore
+from chatapp.conversations import PATCHABLE, ConversationStore
 from chatapp.errors import InvalidRequest, NotFound
 from chatapp.ids import new_id
 
@@ -78,20 +78,7 @@ class Sharing:
             raise InvalidRequest(
                 "An export has a 'conversation' and a 'messages' list.", param="messages"
             )
-        fields = {
-            k: source[k]
-            for k in (
-                "title",
-                "system_prompt",
-                "model",
-                "tags",
-                "folder",
-                "pinned",
-                "archived",
-                "tools",
-            )
-            if k in source
-        }
+        fields = {k: source[k] for k in PATCHABLE if k in source}
         rows = _checked_messages(messages)
         leaf_ref = source.get("current_leaf")
         created = self.store.create(user_id, fields)  # validates fields, then commits

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 
 from chatapp.completions import ChatStream
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
-from chatapp.moderation import Decision, OutputGuard, content_blocked, message_texts
+from chatapp.moderation import OutputGuard, content_blocked, message_texts
 from chatapp.router import affinity_key
 from chatapp.token_count import count_usage
 from chatapp.tool_calls import tools_not_supported
@@ -87,17 +87,9 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
         raise
     guard = None
     if policy is not None:
-
-        def record(decision: Decision) -> None:
-            moderator.record(
-                decision,
-                direction="output",
-                principal=principal,
-                model=chat.model,
-                request_id=ticket.request_id,
-            )
-
-        guard = OutputGuard(moderator, policy, record)
+        guard = OutputGuard.for_request(
+            moderator, policy, principal=principal, model=chat.model, request_id=ticket.request_id
+        )
     if not chat.stream:
         content, status = completion.content, "ok"
         if guard is not None:

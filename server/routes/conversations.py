@@ -19,7 +19,7 @@ from chatapp.context import Prompt, fit_prompt
 from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest
 from chatapp.generation import Event, Generation
-from chatapp.moderation import Decision, OutputGuard, content_blocked
+from chatapp.moderation import OutputGuard, content_blocked
 from chatapp.moderation_config import Policy
 from chatapp.replies import Reply, produce_reply
 from chatapp.summaries import write_summary
@@ -273,18 +273,14 @@ async def _start(
     server = state.config.server
     guard = None
     if policy is not None:
-
-        def record(decision: Decision) -> None:
-            moderator.record(
-                decision,
-                direction="output",
-                principal=principal,
-                model=model.name,
-                conversation_id=cid,
-                request_id=ticket.request_id,
-            )
-
-        guard = OutputGuard(moderator, policy, record)
+        guard = OutputGuard.for_request(
+            moderator,
+            policy,
+            principal=principal,
+            model=model.name,
+            request_id=ticket.request_id,
+            conversation_id=cid,
+        )
     reply = Reply(
         cid,
         user_message_id,
