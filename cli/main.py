@@ -19,6 +19,7 @@ from cli import (
     usage,
     users,
 )
+from cli.bench import bench
 from cli.chat import chat
 from cli.client import resolve_target
 from cli.doctor import doctor
@@ -64,6 +65,7 @@ app.command()(local.migrate)
 app.command()(local.key)
 app.command()(doctor)
 app.command()(chat)
+app.command()(bench)
 app.add_typer(users.app, name="users")
 app.add_typer(orgs.app, name="orgs")
 app.add_typer(keys.app, name="keys")
