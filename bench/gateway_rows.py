@@ -1,0 +1,94 @@
+"""One proxy's measured runs, added up, and the rows of the results tables they make."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from bench.report import Row
+from bench.servers import Server, cpu_seconds, metric
+from bench.timed_streams import Shot, Spec, Stats, run_shots, stats
+
+__all__ = ["REST", "Tally", "describe", "fidelity", "measure", "ms", "set_rest", "streams_of"]
+
+
+@dataclass
+class Tally:
+    """One side's rounds of one load, added up."""
+
+    shots: list[Shot] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu: float = 0.0  # the server's CPU seconds (a gateway's or the peer's; none direct)
+    emitted: int = 0  # tokens the engine generated for these requests
+
+    @property
+    def stats(self) -> Stats:
+        return stats(self.shots, self.seconds)
+
+    @property
+    def cpu_per_1k(self) -> float:
+        tokens = sum(s.tokens for s in self.shots)
+        return self.cpu / tokens * 1000 if tokens else float("nan")
+
+
+# A gateway's idle engine connections are dropped 5 s after use (httpx's keep-alive expiry).
+# A burst that finds a pool of many idle ones is much slower (httpcore scans the pool for
+# every request: see the "warm pool" row), so each measured run comes at least this long
+# after the same server's last one: every run starts alike, and the slow case is measured
+# on its own.
+REST = 5.5
+_last_run: dict[str, float] = {}
+_rest = [REST]
+
+
+def set_rest(seconds: float) -> None:
+    """How long a server rests between measured runs (0 for a quick smoke run)."""
+    _rest[0] = seconds
+
+
+async def measure(
+    server: Server, spec: Spec, engine: Server, tally: Tally, rest: bool = True
+) -> None:
+    """Run one load through `server`, adding its shots, the engine's tokens and its CPU."""
+    if rest:
+        due = _last_run.get(server.name, 0.0) + _rest[0]
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+    emitted = metric(engine.root, "vllm:generation_tokens_total")
+    cpu = cpu_seconds(server.process)
+    shots, seconds = await run_shots(server.base_url, spec, api_key=server.key)
+    tally.cpu += cpu_seconds(server.process) - cpu
+    tally.emitted += int(metric(engine.root, "vllm:generation_tokens_total") - emitted)
+    tally.shots += shots
+    tally.seconds += seconds
+    _last_run[server.name] = time.monotonic()
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def streams_of(n: int) -> str:
+    return f"{n:,} stream" + ("" if n == 1 else "s")
+
+
+def describe(tally: Tally, cpu: bool = True) -> str:
+    s = tally.stats
+    text = (
+        f"{s.throughput:,.0f} tok/s, TTFT {ms(s.ttft[50])} / {ms(s.ttft[99])} ms, "
+        f"ITL {ms(s.itl[50])} / {ms(s.itl[99])} ms"
+    )
+    if cpu:
+        text += f", {tally.cpu_per_1k:.3f} CPU-s / 1k tok"
+    return text + (f", {s.errors} errors ({(s.first_error or '')[:90]})" if s.errors else "")
+
+
+def fidelity(tally: Tally, asked: int) -> Row:
+    """Errors, content chunks received against the tokens the engine generated, short ones."""
+    s = tally.stats
+    short = sum(1 for shot in tally.shots if shot.tokens != asked)
+    text = f"{s.errors} errors; chunks {s.tokens:,} / engine tokens {tally.emitted:,}"
+    text += f"; {short} streams != {asked}" if short else ""
+    text += f" ({s.first_error[:80]})" if s.first_error else ""
+    ok = s.errors == 0 and s.tokens == tally.emitted and not short
+    return Row("  errors, chunks received / engine's", text, "0; equal", ok)
