@@ -340,8 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = asyncio.run(bench_overhead(sizes, emu, gateways["default"], peer))
         print_table(
             console,
-            f"gateway overhead: N streams at once straight to the engine, through chatapp serve "
-            f"and through LiteLLM, rounds interleaved ({engine_line}); TTFT and ITL p50 / p99 "
+            f"gateway overhead: N streams at once straight to the engine, through chatapp serve"
+            f"{' and through LiteLLM' if peer else ''}, rounds interleaved ({engine_line}); "
+            "TTFT and ITL p50 / p99 "
             f"[{time.perf_counter() - part:.0f} s]",
             rows,
         )
