@@ -28,7 +28,17 @@ import uvicorn
 
 from bench import litellm_side
 from bench.gateway_fidelity import bench_hold, bench_stall
-from bench.gateway_rows import REST, Tally, describe, fidelity, measure, ms, set_rest, streams_of
+from bench.gateway_rows import (
+    REST,
+    Tally,
+    describe,
+    fidelity,
+    in_service,
+    measure,
+    ms,
+    set_rest,
+    streams_of,
+)
 from bench.report import Row, console_for, print_facts, print_table
 from bench.servers import Server, cpu_seconds, processes_in, start_engines, start_gateways
 from bench.timed_streams import Spec, run_shots
@@ -177,6 +187,9 @@ async def bench_overhead(
             prompt_tokens=sizes.prompt_tokens,
             max_tokens=sizes.output_tokens,
         )
+        for server in sides.values():
+            if note := await in_service(server, engine.name):
+                rows.append(note)
         order = list(sides)
         for _ in range(rounds):
             for name in order:
@@ -189,15 +202,17 @@ async def bench_overhead(
                 rows += versus_direct(name, direct, tallies[name], streams, sizes.output_tokens)
         if "LiteLLM" in tallies:
             rows += versus_peer(direct, tallies["chatapp"], tallies["LiteLLM"])
+    if note := await in_service(gateway, engine.name):
+        rows.append(note)
     if sizes.rest:  # with no rests, every run found a warm pool already
         rows += await warm_pool(sizes, engine, gateway)
     # What a burst of new streams queues behind: each proxy's CPU for one short request.
     spec = Spec(model=engine.name, concurrency=16, requests=160, max_tokens=1)
     costs = []
-    for name, server in (("chatapp", gateway), ("LiteLLM", peer)):
-        if server is not None:
+    for name, proxy in (("chatapp", gateway), ("LiteLLM", peer)):
+        if proxy is not None:
             tally = Tally()
-            await measure(server, spec, engine, tally)
+            await measure(proxy, spec, engine, tally)
             costs.append(f"{name} {tally.cpu / len(tally.shots) * 1000:.1f}")
     what = "CPU a request: 160 one-token streams, 16 users"
     rows.append(Row(what, ", ".join(costs) + " ms"))
@@ -223,6 +238,7 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
     )
     names = ["no-usage", "default", "tiers"]
     tallies = {name: Tally() for name in names}
+    notes = [note for name in names if (note := await in_service(gateways[name], engine.name))]
     for _ in range(sizes.feature_rounds):
         for name in names:
             await measure(gateways[name], spec, engine, tallies[name])
@@ -230,6 +246,7 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
     active = await asyncio.to_thread(limiter_active, gateways["tiers"], engine.name)
     n = sizes.feature_streams
     rows = [
+        *notes,
         Row(f"{n} streams, record_usage = false, no tiers", describe(tallies["no-usage"])),
         Row(f"{n} streams, record_usage = true, no tiers", describe(tallies["default"])),
         Row(f"{n} streams, record_usage = true, \\[tiers]", describe(tallies["tiers"])),

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from bench.gateway_rows import Tally, describe, fidelity, measure, ms, streams_of
+from bench.gateway_rows import Tally, describe, fidelity, in_service, measure, ms, streams_of
 from bench.report import Row
 from bench.servers import Server, metric
 from bench.timed_streams import Shot, Spec
@@ -79,6 +79,9 @@ async def bench_stall(spec: Spec, engine: Server, burst: Server, gateway: Server
     between can buffer, so once that engine has finished, the gateway is left holding the
     rest: its send to that client is blocked for as long as the others run.
     """
+    notes = [
+        note for model in (engine.name, burst.name) if (note := await in_service(gateway, model))
+    ]
     before, after, beside = Tally(), Tally(), Tally()
     await measure(gateway, spec, engine, before)
     writer = await _stalled_reader(gateway, burst.name)
@@ -94,6 +97,7 @@ async def bench_stall(spec: Spec, engine: Server, burst: Server, gateway: Server
         before.seconds + after.seconds,
         before.cpu + after.cpu,
         before.emitted + after.emitted,
+        before.upstream or after.upstream,
     )
     ratio = beside.stats.throughput / without.stats.throughput
     rate = stream_rate(beside.shots) / stream_rate(without.shots)
@@ -107,6 +111,7 @@ async def bench_stall(spec: Spec, engine: Server, burst: Server, gateway: Server
     )
     noise = f"{before.stats.throughput:,.0f} / {after.stats.throughput:,.0f} tok/s"
     return [
+        *notes,
         Row(f"{n} streams, no stalled reader", describe(without)),
         Row(f"{n} streams beside 1 stalled reader", describe(beside)),
         Row("  throughput beside / without", f"{ratio:.3f}x", ">= 0.99x", ratio >= 0.99),
@@ -200,7 +205,7 @@ async def bench_hold(
     last stream started and before the first one ended, when the gateway held them all.
     """
     n = spec.concurrency
-    rows: list[Row] = []
+    rows = [note] if (note := await in_service(gateway, engine.name)) else []
     sides = {"direct": engine, "chatapp": gateway} if direct else {"chatapp": gateway}
     sampler = PeakRss(gateway.process)
     idle = sampler.rss()

@@ -6,11 +6,23 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+import httpx
+
 from bench.report import Row
 from bench.servers import Server, cpu_seconds, metric
 from bench.timed_streams import Shot, Spec, Stats, run_shots, stats
 
-__all__ = ["REST", "Tally", "describe", "fidelity", "measure", "ms", "set_rest", "streams_of"]
+__all__ = [
+    "REST",
+    "Tally",
+    "describe",
+    "fidelity",
+    "in_service",
+    "measure",
+    "ms",
+    "set_rest",
+    "streams_of",
+]
 
 
 @dataclass
@@ -21,6 +33,7 @@ class Tally:
     seconds: float = 0.0
     cpu: float = 0.0  # the server's CPU seconds (a gateway's or the peer's; none direct)
     emitted: int = 0  # tokens the engine generated for these requests
+    upstream: str | None = None  # after errors: what the gateway says of the engine
 
     @property
     def stats(self) -> Stats:
@@ -62,6 +75,29 @@ async def measure(
     tally.shots += shots
     tally.seconds += seconds
     _last_run[server.name] = time.monotonic()
+    if any(shot.error for shot in shots) and tally.upstream is None:
+        tally.upstream = await asyncio.to_thread(upstream_state, server, spec.model)
+
+
+def upstream_state(gateway: Server, model: str) -> str | None:
+    """A chatapp gateway's view of a model's engine (/admin/fleet), to say why requests
+    failed; None for a server that has no such page."""
+    try:
+        answer = httpx.get(
+            f"{gateway.root}/admin/fleet",
+            headers={"authorization": f"Bearer {gateway.key}"},
+            timeout=10,
+        )
+        upstreams = answer.json()["upstreams"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    for u in upstreams:
+        if u.get("model") == model:
+            return (
+                f"gateway's view: {u.get('state')}, circuit {u.get('circuit')}, "
+                f"last error {u.get('last_error')!r}"
+            )
+    return None
 
 
 def ms(seconds: float) -> str:
@@ -80,7 +116,10 @@ def describe(tally: Tally, cpu: bool = True) -> str:
     )
     if cpu:
         text += f", {tally.cpu_per_1k:.3f} CPU-s / 1k tok"
-    return text + (f", {s.errors} errors ({(s.first_error or '')[:90]})" if s.errors else "")
+    if s.errors:
+        text += f", {s.errors} errors ({(s.first_error or '')[:90]})"
+        text += f"; {tally.upstream}" if tally.upstream else ""
+    return text
 
 
 def fidelity(tally: Tally, asked: int) -> Row:
@@ -92,3 +131,27 @@ def fidelity(tally: Tally, asked: int) -> Row:
     text += f" ({s.first_error[:80]})" if s.first_error else ""
     ok = s.errors == 0 and s.tokens == tally.emitted and not short
     return Row("  errors, chunks received / engine's", text, "0; equal", ok)
+
+
+async def in_service(server: Server, model: str, timeout: float = 30.0) -> Row | None:
+    """Wait until one short request through `server` is answered; None when the first one
+    was, else a row saying how long it refused and why.
+
+    A gateway's health checks of an engine can fail while another load swamps the box; its
+    breaker then stays open until a real request gets through, and a burst arriving first is
+    refused whole. Measuring such a burst would measure that, so each part starts with this.
+    """
+    spec = Spec(model=model, concurrency=1, requests=1, max_tokens=1)
+    started = time.monotonic()
+    first: str | None = None
+    while True:
+        shots, _ = await run_shots(server.base_url, spec, api_key=server.key)
+        if not shots[0].error:
+            if first is None:
+                return None
+            waited = f"{time.monotonic() - started:.1f} s"
+            return Row(f"{server.name} refused {model} requests first, for {waited}", first[:110])
+        first = first or shots[0].error
+        if time.monotonic() - started > timeout:
+            return Row(f"{server.name} still refused {model} after {timeout:.0f} s", first[:110])
+        await asyncio.sleep(1.0)
