@@ -73,12 +73,14 @@ class Completions:
             payload["model"] = target.model.name
             upstream.outstanding += 1
             started = time.monotonic()
+            request = self.client.build_request(
+                "POST",
+                f"{upstream.base_url}/chat/completions",
+                json=payload,
+                headers=upstream.headers(),
+            )
             try:
-                response = await self.client.post(
-                    f"{upstream.base_url}/chat/completions",
-                    json=payload,
-                    headers=upstream.headers(),
-                )
+                response = await self._send(request, stream=False)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 attempts.failed(upstream, _connection_error(target, upstream, exc))
                 continue
@@ -134,7 +136,7 @@ class Completions:
             upstream.outstanding += 1
             started = time.monotonic()
             try:
-                response = await self.client.send(request, stream=True)
+                response = await self._send(request, stream=True)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 upstream.outstanding -= 1
                 upstream.breaker.release_probe()
@@ -161,6 +163,15 @@ class Completions:
             stream = ChatStream(self.client, upstream, response, body, include_usage)
             stream.on_token_gap = self.on_token_gap
             return stream
+
+    async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        """Send, once more if the engine hung up without a word: it was closing the kept-alive
+        connection the request went out on, and never saw the request. The failed connection
+        is gone from the pool; an engine that really died fails the second try too."""
+        try:
+            return await self.client.send(request, stream=stream)
+        except httpx.RemoteProtocolError:
+            return await self.client.send(request, stream=stream)
 
 
 def _retryable(status: int) -> bool:

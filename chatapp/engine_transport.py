@@ -1,0 +1,118 @@
+"""httpx's API over aiohttp's connections: how the gateway talks to engines.
+
+Every token of every answer passes through here. httpx's own HTTP/1.1 stack (httpcore, h11
+and anyio, all Python) cost about 70 µs of CPU a streamed chunk on a 2-core VM; aiohttp parses
+in C and costs about 25 µs (bench/gateway_bench.py shows what that does to a whole gateway).
+httpcore's pool also re-examined every connection it held at each request start and end, work
+quadratic in its size. The rest of chatapp keeps httpx's client, errors and timeouts; aiohttp's
+errors are mapped to the httpx ones that mean the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import httpx
+
+__all__ = ["AiohttpTransport"]
+
+# Engines behind uvicorn (vLLM, llama.cpp's server, chatapp itself) drop a connection idle for
+# 5 s; dropping ours sooner means a request never goes out on one the engine is closing.
+KEEPALIVE_EXPIRY = 4.0
+
+
+@contextmanager
+def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
+    """aiohttp's failures as the httpx exceptions callers (and failover) already tell apart."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        message = "Server disconnected without sending a complete response."
+        raise httpx.RemoteProtocolError(message, request=request) from exc
+    except TimeoutError as exc:  # reading (aiohttp's read timeouts are TimeoutErrors too)
+        raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise httpx.ReadError(str(exc), request=request) from exc
+    except aiohttp.ClientResponseError as exc:  # not HTTP: a malformed status line or headers
+        raise httpx.RemoteProtocolError(exc.message, request=request) from exc
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+    except aiohttp.ClientOSError as exc:
+        raise httpx.ReadError(str(exc), request=request) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.TransportError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body as it arrives. Closed before its end, the connection is dropped, so
+    the engine sees the disconnect and stops generating; read to the end, it is reused."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self.response = response
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors(self.request):
+            async for chunk in self.response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self.response.content.at_eof():
+            self.response.release()
+        else:
+            self.response.close()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Plain HTTP/1.1 (and HTTPS) to any number of engines, idle connections kept 4 s."""
+
+    def __init__(self, keepalive_expiry: float = KEEPALIVE_EXPIRY) -> None:
+        self.keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: aiohttp binds a session to the running event loop.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self.keepalive_expiry)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,  # httpx decodes by the response's content-encoding
+                cookie_jar=aiohttp.DummyCookieJar(),  # an engine's cookies are not kept
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.get("pool"),
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        )
+        body = await request.aread()
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        with _as_httpx_errors(request):
+            response = await self._client().request(
+                request.method,
+                str(request.url),
+                data=body or None,
+                headers=headers,
+                allow_redirects=False,
+                timeout=timeout,
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=list(response.raw_headers),
+            stream=_Body(response, request),
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,200 @@
+"""The gateway's transport to engines: httpx's API and errors over aiohttp, against real sockets.
+
+Each test runs a tiny HTTP/1.1 server on loopback that does exactly what the test needs
+(answer in pieces, hang, hang up, speak garbage), and checks what an httpx client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from chatapp.completions import Completions
+from chatapp.config import ModelConfig
+from chatapp.engine_transport import AiohttpTransport
+from chatapp.engines.supervisor import free_port
+from chatapp.upstreams import ModelPool, Upstream
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request off the connection: its head, then as many body bytes as it says."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return await reader.readexactly(length)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away, as some tests make it
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def client(read: float = 10.0) -> httpx.AsyncClient:
+    timeout = httpx.Timeout(connect=5.0, read=read, write=5.0, pool=None)
+    return httpx.AsyncClient(transport=AiohttpTransport(), timeout=timeout)
+
+
+async def test_each_piece_arrives_before_the_next_is_sent() -> None:
+    go_on = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(HEAD + chunk(b"data: one\n\n"))
+        await go_on.wait()  # the second piece only once the client has the first
+        writer.write(chunk(b"data: two\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+
+    async with serving(handler) as url, client() as http:
+        async with http.stream("POST", url, json={"stream": True}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            pieces = response.aiter_text()
+            assert await anext(pieces) == "data: one\n\n"
+            go_on.set()
+            assert [piece async for piece in pieces] == ["data: two\n\n"]
+
+
+async def test_requests_go_out_whole_and_a_read_answer_leaves_its_connection() -> None:
+    seen: list[bytes] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while not reader.at_eof():
+            seen.append(await read_request(reader))
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with serving(handler) as url, client() as http:
+        first = await http.post(url, json={"n": 1}, headers={"authorization": "Bearer k"})
+        second = await http.post(url, json={"n": 2})
+    assert (first.text, second.text) == ("ok", "ok")
+    assert seen == [b'{"n":1}', b'{"n":2}']
+    assert connections == 1
+
+
+async def test_closing_an_unfinished_answer_hangs_up_so_the_engine_stops() -> None:
+    hung_up = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(HEAD + chunk(b"data: one\n\n"))
+        await writer.drain()
+        if await reader.read(1) == b"":  # end of file: the client closed the connection
+            hung_up.set()
+
+    async with serving(handler) as url, client() as http:
+        async with http.stream("POST", url, json={}) as response:
+            async for _ in response.aiter_bytes():
+                break
+        await asyncio.wait_for(hung_up.wait(), 5)
+
+
+async def test_nobody_listening_is_a_connect_error() -> None:
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.post(f"http://127.0.0.1:{free_port()}/v1/chat/completions", json={})
+
+
+async def test_a_hang_up_before_the_answer_is_a_protocol_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.close()
+
+    async with serving(handler) as url, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post(url, json={})
+
+
+async def test_an_answer_cut_midway_is_a_read_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(HEAD + chunk(b"data: one\n\n"))
+        await writer.drain()
+        writer.close()  # no terminating chunk
+
+    async with serving(handler) as url, client() as http:
+        async with http.stream("POST", url, json={}) as response:
+            with pytest.raises(httpx.ReadError):
+                async for _ in response.aiter_bytes():
+                    pass
+
+
+async def test_an_engine_that_goes_quiet_is_a_read_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(HEAD)
+        await asyncio.sleep(1)
+
+    async with serving(handler) as url, client(read=0.3) as http:
+        async with http.stream("POST", url, json={}) as response:
+            with pytest.raises(httpx.ReadTimeout):
+                async for _ in response.aiter_bytes():
+                    pass
+
+
+async def test_an_answer_that_is_not_http_is_a_protocol_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async with serving(handler) as url, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post(url, json={})
+
+
+async def test_a_url_that_is_not_http_is_refused_plainly() -> None:
+    async with client() as http:
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await http.post("ftp://127.0.0.1/v1/chat/completions", json={})
+
+
+async def test_a_request_the_engine_hung_up_on_unanswered_goes_out_once_more() -> None:
+    """An engine closing a kept-alive connection just as a request goes out on it never saw
+    the request: the gateway sends it again instead of failing it, and counts no failure."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        if connections == 1:
+            return  # hang up without a word
+        body = b'{"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+    model = ModelConfig(name="m", engine=None, model="m", context_window=1024)
+    async with serving(handler) as url, client() as http:
+        upstream = Upstream(name="node", url=f"{url}/v1")
+        pool = ModelPool(model=model, upstreams=[upstream])
+        answer = await Completions(http).create(pool, {"model": "m", "messages": []})
+    assert answer.usage == {"prompt_tokens": 3, "completion_tokens": 1}
+    assert connections == 2 and upstream.failures == 0 and upstream.served == 1
