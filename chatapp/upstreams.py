@@ -22,6 +22,7 @@ from chatapp.token_count import CharEstimate, GgufTokenizer, TokenCounter
 
 __all__ = ["ModelPool", "Upstream", "build_pools"]
 
+UNHEALTHY_AFTER = 2
 LATENCY_SMOOTHING = 0.2  # weight of the newest sample in the latency EWMA
 
 
@@ -53,6 +54,7 @@ class Upstream:
     latency_ms: float | None = None
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     healthy: bool = True
+    failed_checks: int = 0  # health checks failed in a row
     checked_at: float | None = None
     prefix_cache_hit_rate: float | None = None
     gpus: tuple[int, ...] = ()
@@ -97,14 +99,19 @@ class Upstream:
         self.breaker.record_failure()
 
     def record_check(self, healthy: bool, error: str | None = None) -> None:
-        """An active health check's result; a passing one also closes a half-open breaker."""
+        """An active health check's result. It takes UNHEALTHY_AFTER failed checks in a row to
+        stop sending requests: one check that timed out under a burst of load would otherwise
+        turn every request away until the next check (requests that fail meanwhile open the
+        breaker anyway). One passing check brings the upstream back."""
         self.checked_at = time.time()
         if healthy:
             # Healthy again, but the breaker closes only when a real request succeeds (its
             # half-open probe): a /health that answers says little about /chat/completions.
             self.healthy = True
+            self.failed_checks = 0
         else:
-            self.healthy = False
+            self.failed_checks += 1
+            self.healthy = self.failed_checks < UNHEALTHY_AFTER
             self.record_failure(error or "health check failed")
 
     def status(self) -> dict[str, Any]:

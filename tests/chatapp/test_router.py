@@ -124,12 +124,17 @@ def test_an_open_breaker_takes_an_upstream_out_and_the_503_says_when_to_retry() 
 
 def test_unhealthy_and_drained_pools_explain_themselves() -> None:
     pool = _pool(2)
+    for upstream in pool.upstreams:  # failed checks count toward the breaker: not here
+        upstream.breaker = CircuitBreaker(5, 10.0, Clock())
     for upstream in pool.upstreams:
         upstream.draining = True
     with pytest.raises(EngineUnavailable, match="drained"):
         pool.pick()
     for upstream in pool.upstreams:
         upstream.draining = False
+        upstream.record_check(False, "health check: ConnectError")
+    assert pool.pick().name in ("u0", "u1")  # one failed check (slow under load?) is not enough
+    for upstream in pool.upstreams:
         upstream.record_check(False, "health check: ConnectError")
     with pytest.raises(EngineUnavailable, match="unhealthy"):
         pool.pick()
