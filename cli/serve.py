@@ -99,7 +99,7 @@ def _display_host(host: str) -> str:
 
 def _configure_logging(log_format: str = "text", level: str = "info") -> None:
     """chatapp's log lines, each with its request's id: for people (rich) or JSON Lines."""
-    from server.request_log import JsonLines, RequestIdFilter, WithRequestId
+    from server.request_log import AccessLines, JsonLines, RequestIdFilter, WithRequestId
 
     handler: logging.Handler
     if log_format == "json":
@@ -108,6 +108,13 @@ def _configure_logging(log_format: str = "text", level: str = "info") -> None:
     else:
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
         handler.setFormatter(WithRequestId())
+        # One line a request: plain, since rich's layout would cost more than the request.
+        access = logging.StreamHandler(sys.stdout)
+        access.setFormatter(AccessLines())
+        access.addFilter(RequestIdFilter())
+        access_logger = logging.getLogger("chatapp.access")
+        access_logger.addHandler(access)
+        access_logger.propagate = False
     handler.addFilter(RequestIdFilter())
     logger = logging.getLogger("chatapp")
     logger.setLevel(level.upper())

@@ -75,6 +75,24 @@ def test_engine_metrics_are_listed_and_proxied(server: LiveServer) -> None:
     assert httpx.get(f"{server.url}/metrics/engines/nope").status_code == 404
 
 
+def test_the_text_access_log_is_one_plain_line_a_request(server: LiveServer) -> None:
+    secret_words = "tangerine-umbrella-answer"
+    answer = httpx.post(
+        f"{server.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "x-request-id": "text-trace-9"},
+        json={"model": "scripted", "messages": [{"role": "user", "content": secret_words}]},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    completion = answer.json()["usage"]["completion_tokens"]
+    time.sleep(0.3)
+    out = (server.home / "serve.out").read_text()
+    (line,) = [line for line in out.splitlines() if "text-trace-9" in line]
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d POST /v1/chat/completions 200 ", line)
+    assert "model=scripted" in line and f"+{completion} " in line
+    assert line.endswith(" text-trace-9") and secret_words not in out
+
+
 @pytest.fixture(scope="module")
 def json_server(
     tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream
