@@ -71,6 +71,7 @@ class GatewayMetrics:
             buckets=_GAPS,
             registry=r,
         )
+        self._gap_children: dict[str, Histogram] = {}
         self.tokens = Counter("chatapp_tokens", "Tokens processed", ["model", "kind"], registry=r)
         self.completions = Counter(
             "chatapp_completions", "Completions by how they ended", ["model", "status"], registry=r
@@ -96,7 +97,11 @@ class GatewayMetrics:
             self.ttft.labels(event.model).observe(event.ttft_ms / 1000)
 
     def observe_gap(self, model: str, seconds: float) -> None:
-        self.token_gap.labels(model).observe(seconds)
+        # Once a token: the labelled child is looked up once a model, not under a lock a token.
+        child = self._gap_children.get(model)
+        if child is None:
+            child = self._gap_children[model] = self.token_gap.labels(model)
+        child.observe(seconds)
 
     def observe_moderation(self, decision: Decision, direction: str) -> None:
         self.moderation.labels(direction, decision.action, decision.category).inc()
