@@ -62,6 +62,8 @@ class Sizes:
 
     levels: tuple[tuple[int, int], ...]  # (streams, rounds)
     peer_levels: tuple[int, ...]
+    per_user: int  # requests each user sends back to back in the overhead loads
+    burst_levels: tuple[int, ...]  # N streams started in the same instant
     output_tokens: int
     prompt_tokens: int
     stall_streams: int  # starting over STALL_SPREAD seconds
@@ -75,8 +77,10 @@ class Sizes:
 
 
 FULL = Sizes(
-    levels=((1, 4), (16, 3), (128, 2), (512, 1)),
+    levels=((1, 2), (16, 3), (128, 2), (512, 1)),
     peer_levels=(16, 128),
+    per_user=3,
+    burst_levels=(16, 128),
     output_tokens=128,
     prompt_tokens=64,
     stall_streams=64,
@@ -92,6 +96,8 @@ QUICK = dataclasses.replace(
     FULL,
     levels=((1, 2), (16, 1), (64, 1)),
     peer_levels=(16,),
+    per_user=2,
+    burst_levels=(16,),
     output_tokens=64,
     stall_streams=16,
     feature_streams=32,
@@ -170,31 +176,52 @@ async def warm_pool(sizes: Sizes, engine: Server, gateway: Server) -> list[Row]:
     ]
 
 
+def answer_seconds(sizes: Sizes) -> float:
+    """How long one answer takes the engine: its TTFT, then every token at the stream rate."""
+    return TTFT_MS / 1000 + sizes.output_tokens / RATE
+
+
+async def compare(
+    sides: dict[str, Server], spec: Spec, engine: Server, rounds: int
+) -> dict[str, Tally]:
+    """The same load through each side, `rounds` times, in alternating order."""
+    tallies = {name: Tally() for name in sides}
+    order = list(sides)
+    for _ in range(rounds):
+        for name in order:
+            await measure(sides[name], spec, engine, tallies[name])
+        order.reverse()  # no side always runs right after another one
+    return tallies
+
+
 async def bench_overhead(
     sizes: Sizes, engine: Server, gateway: Server, peer: Server | None
 ) -> list[Row]:
-    """Each load straight to the engine, through chatapp and through LiteLLM, interleaved."""
+    """Each load straight to the engine, through chatapp and through LiteLLM, interleaved.
+
+    N users each send `per_user` requests back to back, the first ones starting at seeded
+    random moments over one answer's time: N streams in flight with their starts spread
+    out, as people's turns arrive (the same schedule on every side). Started all in the same
+    instant instead, N streams stay in lockstep, every wave a burst that queues behind the
+    gateway's admission of the others: `bench_bursts` measures that case on its own.
+    """
     rows: list[Row] = []
     for streams, rounds in sizes.levels:
         sides = {"direct": engine, "chatapp": gateway}
         if peer is not None and streams in sizes.peer_levels:
             sides["LiteLLM"] = peer
-        tallies = {name: Tally() for name in sides}
         spec = Spec(
             model=engine.name,
             concurrency=streams,
-            requests=streams,
+            requests=streams * sizes.per_user,
             prompt_tokens=sizes.prompt_tokens,
             max_tokens=sizes.output_tokens,
+            start_spread=answer_seconds(sizes) if streams > 1 else 0.0,
         )
         for server in sides.values():
             if note := await in_service(server, engine.name):
                 rows.append(note)
-        order = list(sides)
-        for _ in range(rounds):
-            for name in order:
-                await measure(sides[name], spec, engine, tallies[name])
-            order.reverse()  # no side always runs right after another one
+        tallies = await compare(sides, spec, engine, rounds)
         direct = tallies["direct"]
         rows.append(Row(f"{streams_of(streams)}, direct", describe(direct, cpu=False)))
         for name in sides:
@@ -202,11 +229,38 @@ async def bench_overhead(
                 rows += versus_direct(name, direct, tallies[name], streams, sizes.output_tokens)
         if "LiteLLM" in tallies:
             rows += versus_peer(direct, tallies["chatapp"], tallies["LiteLLM"])
-    if note := await in_service(gateway, engine.name):
-        rows.append(note)
+    return rows
+
+
+async def bench_bursts(
+    sizes: Sizes, engine: Server, gateway: Server, peer: Server | None
+) -> list[Row]:
+    """N streams started in the same instant, straight and through chatapp; then what each
+    new stream costs a proxy's CPU (which a burst queues behind)."""
+    rows: list[Row] = []
+    for streams in sizes.burst_levels:
+        spec = Spec(
+            model=engine.name,
+            concurrency=streams,
+            requests=streams,
+            prompt_tokens=sizes.prompt_tokens,
+            max_tokens=sizes.output_tokens,
+        )
+        if note := await in_service(gateway, engine.name):
+            rows.append(note)
+        sides = {"direct": engine, "chatapp": gateway}
+        tallies = await compare(sides, spec, engine, rounds=2)
+        direct, ours = tallies["direct"].stats, tallies["chatapp"].stats
+        added50, added99 = ours.ttft[50] - direct.ttft[50], ours.ttft[99] - direct.ttft[99]
+        rows += [
+            Row(f"{streams_of(streams)} at once, direct", describe(tallies["direct"], cpu=False)),
+            Row(f"{streams_of(streams)} at once, chatapp", describe(tallies["chatapp"])),
+            Row("  throughput / direct", f"{ours.throughput / direct.throughput:.3f}x"),
+            Row("  TTFT added, p50 / p99", f"{ms(added50)} / {ms(added99)} ms"),
+            fidelity(tallies["chatapp"], sizes.output_tokens),
+        ]
     if sizes.rest:  # with no rests, every run found a warm pool already
         rows += await warm_pool(sizes, engine, gateway)
-    # What a burst of new streams queues behind: each proxy's CPU for one short request.
     spec = Spec(model=engine.name, concurrency=16, requests=160, max_tokens=1)
     costs = []
     for name, proxy in (("chatapp", gateway), ("LiteLLM", peer)):
@@ -357,10 +411,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = asyncio.run(bench_overhead(sizes, emu, gateways["default"], peer))
         print_table(
             console,
-            f"gateway overhead: N streams at once straight to the engine, through chatapp serve"
-            f"{' and through LiteLLM' if peer else ''}, rounds interleaved ({engine_line}); "
-            "TTFT and ITL p50 / p99 "
-            f"[{time.perf_counter() - part:.0f} s]",
+            f"gateway overhead: N streams in flight straight to the engine, through chatapp "
+            f"serve{' and through LiteLLM' if peer else ''}; N users, each sending "
+            f"{sizes.per_user} requests back to back, start over one answer's time "
+            f"({answer_seconds(sizes):.2f} s); rounds interleaved ({engine_line}); TTFT and ITL "
+            f"p50 / p99 [{time.perf_counter() - part:.0f} s]",
+            rows,
+        )
+        part = time.perf_counter()
+        with console.status("bursts..."):
+            rows = asyncio.run(bench_bursts(sizes, emu, gateways["default"], peer))
+        print_table(
+            console,
+            "bursts: N streams started in the same instant (each queues behind the gateway's "
+            f"admission of the others), one request a user [{time.perf_counter() - part:.0f} s]",
             rows,
         )
         if proxy is not None:

@@ -45,11 +45,10 @@ class Tally:
         return self.cpu / tokens * 1000 if tokens else float("nan")
 
 
-# A gateway's idle engine connections are dropped 5 s after use (httpx's keep-alive expiry).
-# A burst that finds a pool of many idle ones is much slower (httpcore scans the pool for
-# every request: see the "warm pool" row), so each measured run comes at least this long
-# after the same server's last one: every run starts alike, and the slow case is measured
-# on its own.
+# A gateway drops its idle engine connections 4 s after use (chatapp/engine_transport.py).
+# Each measured run comes at least this long after the same server's last one, so every run
+# starts alike, with fresh connections; the "warm pool" row measures a burst that finds the
+# last run's connections still open (with httpx's own pool that was much slower).
 REST = 5.5
 _last_run: dict[str, float] = {}
 _rest = [REST]
