@@ -18,6 +18,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from chatapp.accounts import Accounts
 from chatapp.completions import Completions
@@ -49,9 +50,10 @@ from server.routes.moderation import moderation_log
 from server.routes.search import search_conversations
 from server.routes.tools import list_tools
 from server.routes.usage import own_usage
+from server.sse import SERVER_SEND
 from server.state import GatewayState
 
-__all__ = ["create_app"]
+__all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("chatapp.server")
 
@@ -187,12 +189,20 @@ def create_app(
             housekeeper.close()
             db.conn.close()
 
-    return Starlette(
+    return Gateway(
         routes=routes,
         middleware=[Middleware(RequestContext, metrics=metrics)],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
+
+
+class Gateway(Starlette):
+    """Starlette that keeps the server's own `send` in the scope, for SSE bodies (server/sse.py)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 async def _maintain_forever(ledger: Ledger, housekeeper: Housekeeper, every: float) -> None:

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from chatapp.errors import RequestError
 from server.errors import error_body
 
-__all__ = ["DONE", "EventStreamResponse", "data_frame", "error_frame"]
+__all__ = ["DONE", "SERVER_SEND", "EventStreamResponse", "data_frame", "error_frame"]
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -23,6 +23,12 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
     (b"connection", b"keep-alive"),
 ]
+
+
+# The scope key of the server's own `send`, kept there by the app before any middleware wraps
+# it. The wrappers (Starlette's error handlers, the request log) look only at a response's
+# start; passing each streamed token through four of them cost more than framing it.
+SERVER_SEND = "chatapp.server_send"
 
 
 def data_frame(data: str) -> bytes:
@@ -41,6 +47,8 @@ class EventStreamResponse:
     batching). While nothing has been sent for `keepalive` seconds a comment line goes out, so
     proxies keep a long wait for the first token open. When the client disconnects, the frame
     iterator is cancelled, which closes the upstream request and stops the engine's work.
+    The start goes through the middleware; body frames go straight to the server's `send`
+    when the app kept it in the scope (`SERVER_SEND`).
     """
 
     def __init__(
@@ -62,14 +70,14 @@ class EventStreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self._stream(receive, send)
+            await self._stream(receive, send, scope.get(SERVER_SEND, send))
         finally:
             if self.on_close is not None:
                 # Also when the client left before the first frame: the upstream must close.
                 with anyio.CancelScope(shield=True):
                     await self.on_close()
 
-    async def _stream(self, receive: Receive, send: Send) -> None:
+    async def _stream(self, receive: Receive, send: Send, send_body: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         self._last_sent = time.monotonic()
         finished = False
@@ -86,7 +94,7 @@ class EventStreamResponse:
                     await anyio.sleep(max(0.0, self._last_sent + self.keepalive - time.monotonic()))
                     if time.monotonic() - self._last_sent >= self.keepalive:
                         async with lock:
-                            await send(
+                            await send_body(
                                 {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
                             )
                         self._last_sent = time.monotonic()
@@ -95,9 +103,11 @@ class EventStreamResponse:
             tasks.start_soon(keepalive)
             async for frame in self.frames:
                 async with lock:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    await send_body(
+                        {"type": "http.response.body", "body": frame, "more_body": True}
+                    )
                 self._last_sent = time.monotonic()
             finished = True
             tasks.cancel_scope.cancel()
         if finished:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send_body({"type": "http.response.body", "body": b"", "more_body": False})
