@@ -1,4 +1,4 @@
-"""The router: affinity by rendezvous hashing with a load bound, breakers, why a pool is down."""
+"""The router: affinity on a hash ring with a load bound, breakers, why a pool is down."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from chatapp.completions import Completions
 from chatapp.config import ModelConfig
 from chatapp.errors import EngineUnavailable
 from chatapp.health import prefix_cache_hit_rate
-from chatapp.router import affinity_key, choose
+from chatapp.router import HashRing, _on_ring, affinity_key, choose
 from chatapp.upstreams import ModelPool, Upstream
 
 
@@ -69,14 +69,27 @@ def test_weights_shift_affinity_share() -> None:
     assert 0.70 < counts["u0"] / 4000 < 0.80
 
 
-def test_an_overloaded_affinity_choice_gives_way_to_the_least_loaded() -> None:
-    pool = _pool(3)
-    home = pool.pick("hot").name
-    target = next(u for u in pool.upstreams if u.name == home)
-    target.outstanding = 20  # far above the average of the others (0)
-    assert pool.pick("hot").name != home
-    target.outstanding = 1
-    assert pool.pick("hot").name == home
+def test_an_overloaded_affinity_choice_gives_way_to_the_next_with_room() -> None:
+    pool = _pool(4)
+    by_name = {u.name: u for u in pool.upstreams}
+    home = by_name[pool.pick("hot").name]
+    home.outstanding = 20  # far above its share (5 of 20 in all)
+    second = by_name[pool.pick("hot").name]
+    assert second is not home
+    assert all(pool.pick("hot") is second for _ in range(5))  # the same one each time
+    second.outstanding = 20  # now both are far over their share: the ring's next again
+    third = pool.pick("hot")
+    assert third not in (home, second)
+    home.outstanding = second.outstanding = 1
+    assert pool.pick("hot") is home
+
+
+def test_the_ring_walk_finds_no_upstream_when_none_has_room() -> None:
+    """Only then does the pick fall back to the least loaded (a safety net: with any load,
+    the least loaded upstream is within its share)."""
+    upstreams = [Upstream(name=f"u{i}", outstanding=10 + i) for i in range(3)]
+    assert _on_ring(HashRing(upstreams), upstreams, None, 123, share=0.0) is None
+    assert _on_ring(HashRing(upstreams), upstreams, None, 123, share=8.0) is not None
 
 
 def test_round_robin_and_least_outstanding() -> None:
