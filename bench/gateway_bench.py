@@ -39,6 +39,7 @@ from bench.gateway_rows import (
     set_rest,
     streams_of,
 )
+from bench.load import run
 from bench.report import Row, console_for, print_facts, print_table
 from bench.servers import Server, cpu_seconds, processes_in, start_engines, start_gateways
 from bench.timed_streams import Spec, run_shots
@@ -382,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # but the memory count's gateway only a little, so that it still has to grow.
                 n = 8 if server is gateways["fresh"] else sizes.feature_streams
                 warm = Spec(model="emu", concurrency=n, requests=n, max_tokens=8)
-                shots, _ = asyncio.run(run_shots(server.base_url, warm, api_key=server.key))
+                shots, _ = run(run_shots(server.base_url, warm, api_key=server.key))
                 failed = [s.error for s in shots if s.error]
                 if len(failed) == len(shots):
                     raise RuntimeError(f"warm-up through {server.name} failed: {failed[0]}")
@@ -408,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         part = time.perf_counter()
         with console.status("gateway overhead..."):
-            rows = asyncio.run(bench_overhead(sizes, emu, gateways["default"], peer))
+            rows = run(bench_overhead(sizes, emu, gateways["default"], peer))
         print_table(
             console,
             f"gateway overhead: N streams in flight straight to the engine, through chatapp "
@@ -420,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         part = time.perf_counter()
         with console.status("bursts..."):
-            rows = asyncio.run(bench_bursts(sizes, emu, gateways["default"], peer))
+            rows = run(bench_bursts(sizes, emu, gateways["default"], peer))
         print_table(
             console,
             "bursts: N streams started in the same instant (each queues behind the gateway's "
@@ -441,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 start_spread=STALL_SPREAD,
             )
             burst = engines["emu-burst"]
-            rows = asyncio.run(bench_stall(spec, emu, burst, gateways["default"]))
+            rows = run(bench_stall(spec, emu, burst, gateways["default"]))
         title = (
             f"fidelity: one client stops reading its stream; the others start over "
             f"{STALL_SPREAD:.0f} s [{time.perf_counter() - part:.0f} s]"
@@ -449,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_table(console, title, rows)
         part = time.perf_counter()
         with console.status("feature costs..."):
-            rows = asyncio.run(bench_features(sizes, emu, gateways))
+            rows = run(bench_features(sizes, emu, gateways))
         title = "the cost of chatapp's own features, on / off in one run, rounds rotated"
         print_table(console, f"{title} [{time.perf_counter() - part:.0f} s]", rows)
         part = time.perf_counter()
@@ -463,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 start_spread=sizes.hold_spread,
             )
             slow, fresh = engines["emu-slow"], gateways["fresh"]
-            rows = asyncio.run(bench_hold(spec, SLOW_RATE, slow, fresh, sizes.hold_direct))
+            rows = run(bench_hold(spec, SLOW_RATE, slow, fresh, sizes.hold_direct))
         print_table(
             console,
             f"concurrency: {sizes.hold_streams:,} streams of {sizes.hold_tokens} tokens at "
