@@ -7,7 +7,9 @@ per-stream rate that an aggregate decode capacity shares out, so an overloaded e
 slower. The prefix cache is vLLM's idea in miniature: the prompt (about four characters a
 token) is cut into 16-token blocks, each block's hash includes the previous one, and an LRU
 of block hashes says how many leading blocks are cached; a prompt's blocks join it once its
-prefill is done (as in vLLM, a request arriving meanwhile can already share them). Prefill
+prefill is done (as in vLLM, a request arriving meanwhile can already share them), and the
+blocks its answer filled join it when the answer ends (vLLM caches decoded blocks too, so the
+next turn of a conversation, which sends that answer back, finds it cached). Prefill
 delays are independent of load; decoding is what a busy engine slows. Any model name is
 accepted.
 
@@ -123,6 +125,7 @@ class Admission:
     cached_tokens: int
     hashes: list[int]
     ttft: float
+    text: str  # the prompt as laid out, which the answer's blocks continue
 
 
 class Engine:
@@ -155,7 +158,7 @@ class Engine:
         self.prompt_tokens += prompt_tokens
         profile = self.profile
         ttft_ms = profile.ttft_ms + profile.prefill_ms_per_1k * (prompt_tokens - cached) / 1000
-        return Admission(prompt_tokens, cached, hashes, ttft_ms / 1000)
+        return Admission(prompt_tokens, cached, hashes, ttft_ms / 1000, text)
 
     def rate(self) -> float:
         """Tokens a second for one stream now: its own rate, or its share of the capacity."""
@@ -192,10 +195,18 @@ class Engine:
                         yield ready
                     else:
                         await asyncio.sleep(due - now)
+                self.remember_answer(admission, n)
             finally:
                 self.decoding -= 1
         finally:
             self.running -= 1
+
+    def remember_answer(self, admission: Admission, n: int) -> None:
+        """Cache the full blocks of prompt and answer, as they will come back next turn: the
+        answer after the assistant's turn opening, as a chat template lays it out."""
+        if self.cache.capacity > 0:
+            answer = f"assistant\n{TOKEN_TEXT * n}"
+            self.cache.insert(block_hashes(admission.text + answer))
 
     def completion_id(self) -> str:
         return f"chatcmpl-emu-{next(self._ids)}"

@@ -90,6 +90,26 @@ def test_a_repeated_prompt_hits_the_prefix_cache_and_starts_sooner(client: httpx
     assert answer.json()["choices"][0]["message"]["content"] == "tok " * PROFILE.output_tokens
 
 
+def test_the_next_turn_finds_the_last_answer_cached(client: httpx.Client) -> None:
+    """vLLM caches the blocks an answer filled: a follow-up that sends the answer back only
+    prefills what is new after it."""
+    turn = [
+        {"role": "system", "content": "another document entirely " * 40},
+        {"role": "user", "content": "tell me"},
+    ]
+    options = {"max_tokens": 200, "stream_options": {"include_usage": True}}
+    chunks, _ = stream(client, turn, **options)
+    answer = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    follow_up = [*turn, {"role": "assistant", "content": answer}, {"role": "user", "content": "?"}]
+    chunks, _ = stream(client, follow_up, **options)
+    usage = chunks[-1]["usage"]
+    prompt, cached = usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
+    # Everything up to the answer's last full block is cached: at most a block and the new
+    # question (a few tokens) are computed again.
+    assert prompt - cached <= 16 + 8
+    assert cached > 200
+
+
 def test_metrics_expose_vllm_prefix_cache_counters(client: httpx.Client) -> None:
     stream(client, [{"role": "user", "content": "warm " * 100}], max_tokens=1)
     stream(client, [{"role": "user", "content": "warm " * 100}], max_tokens=1)
