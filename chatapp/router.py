@@ -81,7 +81,7 @@ def choose(
     if exclude:
         candidates = [u for u in upstreams if u.name not in exclude and u.available()]
     else:
-        candidates = list(filter(_available, upstreams))  # the loop in C: half the time
+        candidates = [u for u in upstreams if u.available()]
     if not candidates:
         return None
     if len(candidates) == 1:
@@ -100,10 +100,6 @@ def choose(
 
 _weight = attrgetter("weight")
 _outstanding = attrgetter("outstanding")
-
-
-def _available(upstream: Routable) -> bool:
-    return upstream.available()
 
 
 def _load(upstream: Routable) -> float:
