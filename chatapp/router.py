@@ -78,28 +78,61 @@ def choose(
 
     `policy` is affinity, least_outstanding or round_robin (`turn` counts the pool's requests).
     """
-    if exclude:
-        candidates = [u for u in upstreams if u.name not in exclude and u.available()]
-    else:
-        candidates = [u for u in upstreams if u.available()]
+    if policy == "affinity" and key is not None:
+        return _affine(upstreams, ring or HashRing(upstreams), key_hash(key), exclude)
+    candidates = _candidates(upstreams, exclude)
     if not candidates:
         return None
-    if len(candidates) == 1:
-        return candidates[0]
     if policy == "round_robin":
         return candidates[turn % len(candidates)]
-    if policy != "affinity" or key is None:
-        return min(candidates, key=_load)
-    # Each upstream may carry its weight's share of the load, times the factor, plus slack.
-    total_weight = sum(map(_weight, candidates))
-    share = _LOAD_FACTOR * sum(map(_outstanding, candidates)) / (total_weight or 1e-9)
-    allowed = None if len(candidates) == len(upstreams) else candidates  # usually everyone
-    chosen = _on_ring(ring or HashRing(upstreams), upstreams, allowed, key_hash(key), share)
-    return chosen or min(candidates, key=_load)
+    return _least_loaded(candidates)
+
+
+def _candidates(upstreams: Sequence[RoutableT], exclude: frozenset[str]) -> list[RoutableT]:
+    if exclude:
+        return [u for u in upstreams if u.name not in exclude and u.available()]
+    return [u for u in upstreams if u.available()]
+
+
+def _affine(
+    upstreams: Sequence[RoutableT], ring: HashRing, key: int, exclude: frozenset[str]
+) -> RoutableT | None:
+    """The first upstream at or after `key` on the ring that can take the request and carries
+    no more than its share: the pool's requests in flight per unit of its weight, times the
+    factor, plus the slack. Only the upstreams the walk visits are asked whether they are
+    available (one, mostly), not all of them; when none on the ring is within its bound, the
+    least loaded available one takes it."""
+    total_weight = sum(map(_weight, upstreams))
+    share = _LOAD_FACTOR * sum(map(_outstanding, upstreams)) / (total_weight or 1e-9)
+    owners = ring.owners
+    size = len(owners)
+    start = bisect.bisect_left(ring.hashes, key)
+    seen: set[int] = set()
+    for step in range(size):
+        index = owners[(start + step) % size]
+        if index in seen:
+            continue
+        upstream = upstreams[index]
+        if (
+            upstream.outstanding <= share * upstream.weight + _LOAD_SLACK
+            and upstream.name not in exclude
+            and upstream.available()
+        ):
+            return upstream
+        seen.add(index)
+        if len(seen) == len(upstreams):
+            break
+    candidates = _candidates(upstreams, exclude)
+    return _least_loaded(candidates) if candidates else None
 
 
 _weight = attrgetter("weight")
 _outstanding = attrgetter("outstanding")
+
+
+def _least_loaded(candidates: Sequence[RoutableT]) -> RoutableT:
+    """The candidate with the fewest requests in flight per unit of weight."""
+    return min(candidates, key=_load)
 
 
 def _load(upstream: Routable) -> float:
@@ -120,25 +153,3 @@ class HashRing:
         self.hashes = [point for point, _ in points]
         self.owners = [owner for _, owner in points]
         self.signature = tuple((u.name, u.weight) for u in upstreams)
-
-
-def _on_ring(
-    ring: HashRing,
-    upstreams: Sequence[RoutableT],
-    candidates: Sequence[RoutableT] | None,
-    key: int,
-    share: float,
-) -> RoutableT | None:
-    """The first candidate (any upstream when `candidates` is None) at or after `key` whose
-    load is within its bound: `share` per unit of weight, plus the slack."""
-    start = bisect.bisect_left(ring.hashes, key)
-    owners = ring.owners
-    size = len(owners)
-    allowed = None if candidates is None else {id(u) for u in candidates}
-    for step in range(size):
-        upstream = upstreams[owners[(start + step) % size]]
-        if allowed is not None and id(upstream) not in allowed:
-            continue
-        if upstream.outstanding <= share * upstream.weight + _LOAD_SLACK:
-            return upstream
-    return None

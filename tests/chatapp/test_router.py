@@ -13,7 +13,7 @@ from chatapp.completions import Completions
 from chatapp.config import ModelConfig
 from chatapp.errors import EngineUnavailable
 from chatapp.health import prefix_cache_hit_rate
-from chatapp.router import HashRing, _on_ring, affinity_key, choose
+from chatapp.router import affinity_key, choose
 from chatapp.upstreams import ModelPool, Upstream
 
 
@@ -84,12 +84,13 @@ def test_an_overloaded_affinity_choice_gives_way_to_the_next_with_room() -> None
     assert pool.pick("hot") is home
 
 
-def test_the_ring_walk_finds_no_upstream_when_none_has_room() -> None:
-    """Only then does the pick fall back to the least loaded (a safety net: with any load,
-    the least loaded upstream is within its share)."""
-    upstreams = [Upstream(name=f"u{i}", outstanding=10 + i) for i in range(3)]
-    assert _on_ring(HashRing(upstreams), upstreams, None, 123, share=0.0) is None
-    assert _on_ring(HashRing(upstreams), upstreams, None, 123, share=8.0) is not None
+def test_the_ring_walk_finds_the_last_available_upstream_and_none_when_all_are_down() -> None:
+    pool = _pool(64)
+    for upstream in pool.upstreams[1:]:
+        upstream.healthy = False
+    assert all(pool.pick(f"c{i}") is pool.upstreams[0] for i in range(50))
+    pool.upstreams[0].draining = True
+    assert choose(pool.upstreams, policy="affinity", key="c1", ring=pool.ring) is None
 
 
 def test_round_robin_and_least_outstanding() -> None:
