@@ -13,6 +13,7 @@ import anyio
 import httpx
 from httpx_sse import EventSource, SSEError
 
+from chatapp.engine_transport import EngineHungUp
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
 from chatapp.token_count import count_usage
 from chatapp.upstreams import ModelPool, Upstream
@@ -165,12 +166,13 @@ class Completions:
             return stream
 
     async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
-        """Send, once more if the engine hung up without a word: it was closing the kept-alive
-        connection the request went out on, and never saw the request. The failed connection
-        is gone from the pool; an engine that really died fails the second try too."""
+        """Send, once more if the engine hung up at once without a word: it was closing the
+        kept-alive connection the request went out on, and never saw the request. The failed
+        connection is gone from the pool; an engine that really died fails the second try
+        too. A hang-up after the engine had the request a while is not sent again."""
         try:
             return await self.client.send(request, stream=stream)
-        except httpx.RemoteProtocolError:
+        except EngineHungUp:
             return await self.client.send(request, stream=stream)
 
 

@@ -10,17 +10,35 @@ errors are mapped to the httpx ones that mean the same thing.
 
 from __future__ import annotations
 
+import os
+import ssl
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import aiohttp
+import certifi
 import httpx
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "EngineHungUp"]
 
 # Engines behind uvicorn (vLLM, llama.cpp's server, chatapp itself) drop a connection idle for
 # 5 s; dropping ours sooner means a request never goes out on one the engine is closing.
 KEEPALIVE_EXPIRY = 4.0
+# A connection the engine was closing fails the request at once; one that fails later had
+# reached an engine that worked on it (or a proxy that gave up), and is not sent again.
+AT_ONCE = 1.0
+_HANG_UPS = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientConnectionResetError,
+    aiohttp.ClientOSError,
+)
+
+
+class EngineHungUp(httpx.RemoteProtocolError):
+    """The engine closed the connection at once without a byte of answer: it was closing the
+    kept-alive connection the request went out on and never saw the request, so sending it
+    once more is safe."""
 
 
 @contextmanager
@@ -47,6 +65,13 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
         raise httpx.ReadError(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:
         raise httpx.TransportError(str(exc) or type(exc).__name__, request=request) from exc
+    except ValueError as exc:  # aiohttp refusing what it was given, e.g. a newline in a header
+        raise httpx.LocalProtocolError(str(exc), request=request) from exc
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificates checked as httpx checks them: SSL_CERT_FILE when set, else certifi's."""
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
 class _Body(httpx.AsyncByteStream):
@@ -79,11 +104,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use: aiohttp binds a session to the running event loop.
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self.keepalive_expiry)
+            connector = aiohttp.TCPConnector(
+                limit=0, keepalive_timeout=self.keepalive_expiry, ssl=_tls_context()
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,  # httpx decodes by the response's content-encoding
                 cookie_jar=aiohttp.DummyCookieJar(),  # an engine's cookies are not kept
+                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as httpx's own transport
             )
         return self._session
 
@@ -97,15 +125,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         body = await request.aread()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-        with _as_httpx_errors(request):
-            response = await self._client().request(
-                request.method,
-                str(request.url),
-                data=body or None,
-                headers=headers,
-                allow_redirects=False,
-                timeout=timeout,
-            )
+        sent_at = time.monotonic()
+        try:
+            with _as_httpx_errors(request):
+                response = await self._client().request(
+                    request.method,
+                    str(request.url),
+                    data=body or None,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=timeout,
+                )
+        except httpx.TransportError as exc:
+            cause = exc.__cause__
+            at_once = time.monotonic() - sent_at < AT_ONCE
+            connecting = isinstance(cause, aiohttp.ClientConnectorError)
+            if at_once and isinstance(cause, _HANG_UPS) and not connecting:
+                raise EngineHungUp(str(exc), request=request) from cause
+            raise
         return httpx.Response(
             status_code=response.status,
             headers=list(response.raw_headers),

@@ -13,10 +13,12 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from chatapp import engine_transport
 from chatapp.completions import Completions
 from chatapp.config import ModelConfig
 from chatapp.engine_transport import AiohttpTransport
 from chatapp.engines.supervisor import free_port
+from chatapp.errors import UpstreamError
 from chatapp.upstreams import ModelPool, Upstream
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -198,3 +200,26 @@ async def test_a_request_the_engine_hung_up_on_unanswered_goes_out_once_more() -
         answer = await Completions(http).create(pool, {"model": "m", "messages": []})
     assert answer.usage == {"prompt_tokens": 3, "completion_tokens": 1}
     assert connections == 2 and upstream.failures == 0 and upstream.served == 1
+
+
+async def test_a_hang_up_after_the_engine_had_the_request_a_while_is_not_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine (or a proxy before it) worked on it and gave up: sending it again would
+    double the work, so it fails over like any other failure."""
+    monkeypatch.setattr(engine_transport, "AT_ONCE", 0.05)
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        await asyncio.sleep(0.3)  # at work on it, then gone
+
+    model = ModelConfig(name="m", engine=None, model="m", context_window=1024)
+    async with serving(handler) as url, client() as http:
+        upstream = Upstream(name="node", url=f"{url}/v1")
+        pool = ModelPool(model=model, upstreams=[upstream])
+        with pytest.raises(UpstreamError):
+            await Completions(http).create(pool, {"model": "m", "messages": []})
+    assert connections == 1 and upstream.failures == 1
