@@ -22,7 +22,9 @@ from typing import Any, Protocol, TypeVar
 __all__ = ["HashRing", "Routable", "affinity_key", "choose", "key_hash"]
 
 _LOAD_FACTOR = 1.25  # affinity may carry this much more than the average load per weight…
-_LOAD_SLACK = 2.0  # …plus this many requests, before the least-loaded upstream is used
+_LOAD_SLACK = 2.0  # …plus this many requests, before the ring's next upstream is asked
+# The bounds add up to more than the requests in flight, so some available upstream always
+# has room: the least-loaded fallback only serves pools whose weights are all zero.
 
 
 class Routable(Protocol):

@@ -198,7 +198,11 @@ def create_app(
 
 
 class Gateway(Starlette):
-    """Starlette that keeps the server's own `send` in the scope, for SSE bodies (server/sse.py)."""
+    """Starlette that keeps the server's own `send` in the scope, for SSE bodies (server/sse.py).
+
+    Stream frames skip the middleware, so none may rewrite bodies (GZipMiddleware would hold
+    a response's start until its first body, which then arrives before it).
+    """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[SERVER_SEND] = send
