@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Protocol, TypeVar
@@ -82,18 +83,13 @@ def choose(
     """
     if policy == "affinity" and key is not None:
         return _affine(upstreams, ring or HashRing(upstreams), key_hash(key), exclude)
-    candidates = _candidates(upstreams, exclude)
-    if not candidates:
-        return None
     if policy == "round_robin":
-        return candidates[turn % len(candidates)]
-    return _least_loaded(candidates)
-
-
-def _candidates(upstreams: Sequence[RoutableT], exclude: frozenset[str]) -> list[RoutableT]:
-    if exclude:
-        return [u for u in upstreams if u.name not in exclude and u.available()]
-    return [u for u in upstreams if u.available()]
+        if exclude:
+            candidates = [u for u in upstreams if u.name not in exclude and u.available()]
+        else:
+            candidates = [u for u in upstreams if u.available()]
+        return candidates[turn % len(candidates)] if candidates else None
+    return _least_loaded(upstreams, exclude)
 
 
 def _affine(
@@ -124,21 +120,24 @@ def _affine(
         seen.add(index)
         if len(seen) == len(upstreams):
             break
-    candidates = _candidates(upstreams, exclude)
-    return _least_loaded(candidates) if candidates else None
+    return _least_loaded(upstreams, exclude)
 
 
 _weight = attrgetter("weight")
 _outstanding = attrgetter("outstanding")
 
 
-def _least_loaded(candidates: Sequence[RoutableT]) -> RoutableT:
-    """The candidate with the fewest requests in flight per unit of weight."""
-    return min(candidates, key=_load)
-
-
-def _load(upstream: Routable) -> float:
-    return upstream.outstanding / (upstream.weight or 1e-9)
+def _least_loaded(upstreams: Sequence[RoutableT], exclude: frozenset[str]) -> RoutableT | None:
+    """The available upstream with the fewest requests in flight per unit of weight (the
+    first of equals). Only an upstream that would be the new least loaded is asked whether
+    it is available: a few of the pool, not all of it."""
+    best: RoutableT | None = None
+    best_load = math.inf
+    for upstream in upstreams:
+        load = upstream.outstanding / (upstream.weight or 1e-9)
+        if load < best_load and upstream.name not in exclude and upstream.available():
+            best, best_load = upstream, load
+    return best
 
 
 class HashRing:
