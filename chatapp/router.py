@@ -24,8 +24,9 @@ __all__ = ["HashRing", "Routable", "affinity_key", "choose", "key_hash"]
 
 _LOAD_FACTOR = 1.25  # affinity may carry this much more than the average load per weight…
 _LOAD_SLACK = 2.0  # …plus this many requests, before the ring's next upstream is asked
-# The bounds add up to more than the requests in flight, so some available upstream always
-# has room: the least-loaded fallback only serves pools whose weights are all zero.
+# The bounds add up to more than the requests in flight, so while every upstream is available
+# one has room; the least-loaded fallback serves pools where those that cannot take requests
+# hold much of the weight (the share counts the whole pool's).
 
 
 class Routable(Protocol):

@@ -115,6 +115,7 @@ async def test_closing_an_unfinished_answer_hangs_up_so_the_engine_stops() -> No
             async for _ in response.aiter_bytes():
                 break
         await asyncio.wait_for(hung_up.wait(), 5)
+    assert hung_up.is_set()  # the engine saw end of file: it stops generating
 
 
 async def test_nobody_listening_is_a_connect_error() -> None:
