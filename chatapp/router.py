@@ -24,9 +24,8 @@ __all__ = ["HashRing", "Routable", "affinity_key", "choose", "key_hash"]
 
 _LOAD_FACTOR = 1.25  # affinity may carry this much more than the average load per weight…
 _LOAD_SLACK = 2.0  # …plus this many requests, before the ring's next upstream is asked
-# The bounds add up to more than the requests in flight, so while every upstream is available
-# one has room; the least-loaded fallback serves pools where those that cannot take requests
-# hold much of the weight (the share counts the whole pool's).
+# The bounds add up to more than the requests in flight, so some candidate always has room:
+# the least-loaded fallback only serves pools whose weights are all zero.
 
 
 class Routable(Protocol):
@@ -97,31 +96,36 @@ def _affine(
     upstreams: Sequence[RoutableT], ring: HashRing, key: int, exclude: frozenset[str]
 ) -> RoutableT | None:
     """The first upstream at or after `key` on the ring that can take the request and carries
-    no more than its share: the pool's requests in flight per unit of its weight, times the
-    factor, plus the slack. Only the upstreams the walk visits are asked whether they are
-    available (one, mostly), not all of them; when none on the ring is within its bound, the
-    least loaded available one takes it."""
-    total_weight = sum(map(_weight, upstreams))
-    share = _LOAD_FACTOR * sum(map(_outstanding, upstreams)) / (total_weight or 1e-9)
+    no more than its share: the requests in flight per unit of weight of the upstreams that
+    can take requests, times the factor, plus the slack; when none has room, the least loaded.
+
+    Mostly the first upstream the walk meets takes it, and the share over the whole pool is
+    enough to say so without asking every upstream whether it is available: upstreams that
+    cannot take requests carry next to nothing, so the whole pool's share is the lower one.
+    Otherwise the candidates are counted exactly and the walk goes on from there.
+    """
     owners = ring.owners
     size = len(owners)
     start = bisect.bisect_left(ring.hashes, key)
-    seen: set[int] = set()
+    first = upstreams[owners[start % size]]
+    if first.name not in exclude and first.available():
+        total_weight = sum(map(_weight, upstreams))
+        share = _LOAD_FACTOR * sum(map(_outstanding, upstreams)) / (total_weight or 1e-9)
+        if first.outstanding <= share * first.weight + _LOAD_SLACK:
+            return first
+    candidates = [u for u in upstreams if u.name not in exclude and u.available()]
+    if not candidates:
+        return None
+    total_weight = sum(map(_weight, candidates))
+    share = _LOAD_FACTOR * sum(map(_outstanding, candidates)) / (total_weight or 1e-9)
+    allowed = {id(u) for u in candidates} if len(candidates) < len(upstreams) else None
     for step in range(size):
-        index = owners[(start + step) % size]
-        if index in seen:
+        upstream = upstreams[owners[(start + step) % size]]
+        if allowed is not None and id(upstream) not in allowed:
             continue
-        upstream = upstreams[index]
-        if (
-            upstream.outstanding <= share * upstream.weight + _LOAD_SLACK
-            and upstream.name not in exclude
-            and upstream.available()
-        ):
+        if upstream.outstanding <= share * upstream.weight + _LOAD_SLACK:
             return upstream
-        seen.add(index)
-        if len(seen) == len(upstreams):
-            break
-    return _least_loaded(upstreams, exclude)
+    return _least_loaded(candidates, frozenset())
 
 
 _weight = attrgetter("weight")

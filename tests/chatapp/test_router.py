@@ -84,6 +84,20 @@ def test_an_overloaded_affinity_choice_gives_way_to_the_next_with_room() -> None
     assert pool.pick("hot") is home
 
 
+def test_affinity_holds_under_load_while_part_of_the_pool_is_down() -> None:
+    """The share is that of the upstreams that can take requests: with half the pool down
+    and the rest evenly busy, a conversation stays where its cache is."""
+    pool = _pool(4)
+    by_name = {u.name: u for u in pool.upstreams}
+    home = by_name[pool.pick("hot").name]
+    down = [u for u in pool.upstreams if u is not home][:2]
+    for upstream in down:
+        upstream.healthy = False
+    for upstream in pool.upstreams:
+        upstream.outstanding = 0 if upstream in down else 20
+    assert pool.pick("hot") is home
+
+
 def test_the_ring_walk_finds_the_last_available_upstream_and_none_when_all_are_down() -> None:
     pool = _pool(64)
     for upstream in pool.upstreams[1:]:
