@@ -107,18 +107,21 @@ def _affine(
     owners = ring.owners
     size = len(owners)
     start = bisect.bisect_left(ring.hashes, key)
+    share = _share(upstreams)
     first = upstreams[owners[start % size]]
-    if first.name not in exclude and first.available():
-        total_weight = sum(map(_weight, upstreams))
-        share = _LOAD_FACTOR * sum(map(_outstanding, upstreams)) / (total_weight or 1e-9)
-        if first.outstanding <= share * first.weight + _LOAD_SLACK:
-            return first
+    if (
+        first.outstanding <= share * first.weight + _LOAD_SLACK
+        and first.name not in exclude
+        and first.available()
+    ):
+        return first
     candidates = [u for u in upstreams if u.name not in exclude and u.available()]
     if not candidates:
         return None
-    total_weight = sum(map(_weight, candidates))
-    share = _LOAD_FACTOR * sum(map(_outstanding, candidates)) / (total_weight or 1e-9)
-    allowed = {id(u) for u in candidates} if len(candidates) < len(upstreams) else None
+    allowed = None  # every upstream is a candidate, and the share is the one above
+    if len(candidates) < len(upstreams):
+        share = _share(candidates)
+        allowed = {id(u) for u in candidates}
     for step in range(size):
         upstream = upstreams[owners[(start + step) % size]]
         if allowed is not None and id(upstream) not in allowed:
@@ -130,6 +133,12 @@ def _affine(
 
 _weight = attrgetter("weight")
 _outstanding = attrgetter("outstanding")
+
+
+def _share(upstreams: Sequence[Routable]) -> float:
+    """What each unit of weight may carry: the requests in flight per unit, times the factor."""
+    total_weight = sum(map(_weight, upstreams))
+    return _LOAD_FACTOR * sum(map(_outstanding, upstreams)) / (total_weight or 1e-9)
 
 
 def _least_loaded(upstreams: Sequence[RoutableT], exclude: frozenset[str]) -> RoutableT | None:
