@@ -74,11 +74,10 @@ def bench(
 ) -> None:
     """Load a server (the global --url/--key) and print throughput, TTFT and inter-token latency."""
     try:  # lazily: `chatapp --help` and the other commands never pay for it
+        from bench.load import run
         from bench.timed_streams import Shot, Spec, run_shots, stats
     except ImportError:
         raise fail("`chatapp bench` needs a source checkout: bench/ is not importable") from None
-    import asyncio
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     root = ctx.find_root().obj
@@ -115,7 +114,7 @@ def bench(
             errors += 1 if shot.error else 0
             progress.update(task, advance=1, tokens=tokens, errors=errors)
 
-        shots, seconds = asyncio.run(
+        shots, seconds = run(
             run_shots(f"{target.url}/v1", spec, api_key=target.key, on_shot=advance)
         )
     result = stats(shots, seconds)
