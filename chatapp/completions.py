@@ -58,6 +58,16 @@ class Completions:
         self.client = client
         # Called with (model, seconds) between successive tokens of a stream (metrics).
         self.on_token_gap = on_token_gap
+        # Each upstream's endpoint parsed once (httpx's URL parser is a third of a request's
+        # build); keyed by base URL, which changes when a supervised engine restarts.
+        self._endpoints: dict[str, httpx.URL] = {}
+
+    def _endpoint(self, upstream: Upstream) -> httpx.URL:
+        base = upstream.base_url
+        url = self._endpoints.get(base)
+        if url is None:
+            url = self._endpoints[base] = httpx.URL(f"{base}/chat/completions")
+        return url
 
     async def create(
         self, pool: ModelPool, body: Mapping[str, Any], *, affinity: str | None = None
@@ -76,7 +86,7 @@ class Completions:
             started = time.monotonic()
             request = self.client.build_request(
                 "POST",
-                f"{upstream.base_url}/chat/completions",
+                self._endpoint(upstream),
                 json=payload,
                 headers=upstream.headers(),
             )
@@ -130,7 +140,7 @@ class Completions:
             }
             request = self.client.build_request(
                 "POST",
-                f"{upstream.base_url}/chat/completions",
+                self._endpoint(upstream),
                 json=payload,
                 headers=upstream.headers(),
             )
