@@ -84,12 +84,14 @@ def choose(
     if policy == "affinity" and key is not None:
         return _affine(upstreams, ring or HashRing(upstreams), key_hash(key), exclude)
     if policy == "round_robin":
-        if exclude:
-            candidates = [u for u in upstreams if u.name not in exclude and u.available()]
-        else:
-            candidates = [u for u in upstreams if u.available()]
+        candidates = _candidates(upstreams, exclude)
         return candidates[turn % len(candidates)] if candidates else None
     return _least_loaded(upstreams, exclude)
+
+
+def _candidates(upstreams: Sequence[RoutableT], exclude: frozenset[str]) -> list[RoutableT]:
+    """The upstreams that can take the request, in pool order."""
+    return [u for u in upstreams if u.name not in exclude and u.available()]
 
 
 def _affine(
@@ -115,7 +117,7 @@ def _affine(
         and first.available()
     ):
         return first
-    candidates = [u for u in upstreams if u.name not in exclude and u.available()]
+    candidates = _candidates(upstreams, exclude)
     if not candidates:
         return None
     allowed = None  # every upstream is a candidate, and the share is the one above

@@ -61,9 +61,7 @@ class Upstream:
 
     def available(self) -> bool:
         """Whether new requests may go here now."""
-        if self.draining or not self.healthy:
-            return False
-        if self.supervisor is not None and not self.supervisor.ready:
+        if self.draining or not self.healthy or not self.ready:
             return False
         breaker = self.breaker
         return breaker.opened_at is None or breaker.allows()  # closed is the common case
