@@ -46,6 +46,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # the *_created series double every counter for no use here
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _GAPS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
+_GAP_BOUNDS = [floatToGoString(b) for b in _GAPS] + ["+Inf"]  # the `le` labels, as rendered
 
 
 class GatewayMetrics:
@@ -132,9 +133,9 @@ class _TokenGaps(Collector):
             labels=["model"],
         )
         for model, counts in list(self.counts.items()):
-            cumulative = list(itertools.accumulate(counts))
-            bounds = [floatToGoString(b) for b in _GAPS] + ["+Inf"]
-            family.add_metric([model], list(zip(bounds, cumulative, strict=True)), self.sums[model])
+            cumulative = itertools.accumulate(counts)
+            buckets = list(zip(_GAP_BOUNDS, cumulative, strict=True))
+            family.add_metric([model], buckets, self.sums[model])
         yield family
 
 
