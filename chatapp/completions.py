@@ -11,7 +11,8 @@ from typing import Any
 
 import anyio
 import httpx
-from httpx_sse import EventSource, SSEError
+from httpx_sse import SSEError
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # run per read: see batches()
 
 from chatapp.engine_transport import EngineHungUp
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
@@ -270,51 +271,56 @@ class ChatStream:
         self._closed = False
         self.on_token_gap: Callable[[str, float], None] | None = None
         self._last_token_at: float | None = None
+        self._last: dict[str, Any] | None = None  # the latest chunk, for a usage chunk of ours
+        self._model = str(body.get("model", ""))
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Each upstream chunk's data, as it arrives; ends with a usage chunk when asked for."""
-        last: dict[str, Any] | None = None
-        events = EventSource(self.response).aiter_sse()
-        try:
-            async for event in events:
-                data = event.data
-                if data == "[DONE]":
-                    await _drain(events)
-                    break
-                if not data:
-                    continue
-                chunk = _parse_chunk(data)
-                if "error" in chunk:
-                    raise _upstream_error(502, data.encode())
-                last = chunk
-                for choice in chunk.get("choices") or ():
-                    self.finish_reason = choice.get("finish_reason") or self.finish_reason
-                pieces = _content(chunk)
-                if pieces:
-                    now = time.monotonic()
-                    if self.first_token_at is None:
-                        self.first_token_at = now
-                    elif self.on_token_gap is not None and self._last_token_at is not None:
-                        gap = now - self._last_token_at
-                        self.on_token_gap(str(self.body.get("model", "")), gap)
-                    self._last_token_at = now
-                    self._pieces.extend(pieces)
-                if chunk.get("usage"):
-                    self.usage = chunk["usage"]
-                    if not self.include_usage:
-                        if not chunk.get("choices"):
-                            continue
-                        data = json.dumps({**chunk, "usage": None})
+        async for batch in self.batches():
+            for data in batch:
                 yield data
+
+    async def batches(self) -> AsyncIterator[list[str]]:
+        """The chunks each read of the engine's answer brought, as soon as it brought them.
+
+        Chunks that arrived together stay together, so the gateway writes them to the client
+        at once, as a byte-copying proxy would; nothing is held back waiting for more. A busy
+        engine (or a gateway behind) sends several per read, and one write instead of one
+        each is what keeps a loaded gateway from falling further behind.
+        """
+        texts = self.response.aiter_text()
+        lines, events = SSELineDecoder(), SSEDecoder()
+        done = False
+        try:
+            _check_event_stream(self.response)
+            async for text in texts:
+                batch = []
+                now = time.monotonic()
+                for line in lines.decode(text):
+                    event = events.decode(line)
+                    if event is None or not event.data:
+                        continue
+                    if event.data == "[DONE]":
+                        done = True
+                        break
+                    data = self._take(event.data, now)
+                    if data is not None:
+                        batch.append(data)
+                if batch:
+                    yield batch
+                if done:
+                    await _drain(texts)
+                    break
+        except SSEError as exc:  # an httpx error too: caught first for its own message
+            self.outcome = "error"
+            self.upstream.record_failure(f"not an event stream: {exc}")
+            raise UpstreamError(f"The engine sent a malformed stream: {exc}") from exc
         except httpx.HTTPError as exc:
             self.outcome = "error"
             self.upstream.record_failure(f"stream cut: {type(exc).__name__}")
             raise UpstreamError(
                 f"The engine stopped mid-answer ({type(exc).__name__}); the answer is incomplete."
             ) from exc
-        except SSEError as exc:
-            self.outcome = "error"
-            raise UpstreamError(f"The engine sent a malformed stream: {exc}") from exc
         except RequestError:
             self.outcome = "error"
             raise
@@ -326,7 +332,32 @@ class ChatStream:
             raise UpstreamError("The engine ended the answer without finishing it.")
         self.outcome = "ok"
         if self.include_usage and self.usage is None:
-            yield json.dumps(_usage_chunk(last, self.body, await self.final_usage()))
+            yield [json.dumps(_usage_chunk(self._last, self.body, await self.final_usage()))]
+
+    def _take(self, data: str, now: float) -> str | None:
+        """Note what one chunk says (text, finish reason, usage); the data to pass on, if any."""
+        chunk = _parse_chunk(data)
+        if "error" in chunk:
+            raise _upstream_error(502, data.encode())
+        self._last = chunk
+        choices = chunk.get("choices")
+        for choice in choices or ():
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        pieces = _content(chunk)
+        if pieces:
+            if self.first_token_at is None:
+                self.first_token_at = now
+            elif self.on_token_gap is not None and self._last_token_at is not None:
+                self.on_token_gap(self._model, now - self._last_token_at)
+            self._last_token_at = now
+            self._pieces.extend(pieces)
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+            if not self.include_usage:
+                if not choices:
+                    return None
+                return json.dumps({**chunk, "usage": None})
+        return data
 
     async def final_usage(self) -> dict[str, Any]:
         """The engine's usage, or (it sent none, or the stream was cut) a count of our own."""
@@ -351,12 +382,19 @@ class ChatStream:
                 await self.response.aclose()
 
 
-async def _drain(events: AsyncIterator[Any]) -> None:
+async def _drain(rest: AsyncIterator[Any]) -> None:
     """Read what follows [DONE] (the end of the chunked body): a response closed unread takes
     its connection with it, and the next request would pay a new TCP (or TLS) handshake."""
-    with anyio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError, SSEError):
-        async for _ in events:
+    with anyio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError):
+        async for _ in rest:
             pass
+
+
+def _check_event_stream(response: httpx.Response) -> None:
+    """An answer that is not an event stream is refused as httpx-sse's EventSource does."""
+    content_type = response.headers.get("content-type", "").partition(";")[0]
+    if "text/event-stream" not in content_type:
+        raise SSEError(f"expected an event stream, got content type {content_type!r}")
 
 
 def _parse_chunk(data: str) -> dict[str, Any]:

@@ -185,23 +185,23 @@ def _filtered_chunk(data: str) -> str:
 
 
 async def _frames(stream: ChatStream, guard: OutputGuard | None) -> AsyncIterator[bytes]:
-    """SSE frames for each upstream chunk; a failure mid-stream becomes an error frame.
+    """SSE frames for the upstream chunks; a failure mid-stream becomes an error frame.
 
+    The chunks of one read of the engine's answer go out as one write, each its own event.
     With a moderation guard, each piece of text is checked before it is sent; a blocked one
     is never sent: the stream ends with finish_reason content_filter instead.
     """
     try:
-        async for data in stream:
-            if guard is not None:
-                piece, finishing = _read_chunk(data)
-                allowed = await guard.admit(piece) if piece else True
-                if allowed and finishing:
-                    allowed = await guard.finish()
-                if not allowed:
-                    stream.outcome = "filtered"
-                    yield data_frame(_filtered_chunk(data))
-                    break
-            yield data_frame(data)
+        async for batch in stream.batches():
+            if guard is None:
+                yield b"".join([data_frame(data) for data in batch])
+                continue
+            allowed_frames, blocked = await _guarded(batch, guard)
+            if blocked is not None:
+                stream.outcome = "filtered"
+                yield allowed_frames + data_frame(_filtered_chunk(blocked))
+                break
+            yield allowed_frames
     except RequestError as exc:
         yield error_frame(exc)
     except Exception:
@@ -210,6 +210,20 @@ async def _frames(stream: ChatStream, guard: OutputGuard | None) -> AsyncIterato
         stream.outcome = "error"
         yield error_frame(UpstreamError("The answer failed; the server log has the details."))
     yield DONE
+
+
+async def _guarded(batch: list[str], guard: OutputGuard) -> tuple[bytes, str | None]:
+    """The frames of the chunks moderation lets through, and the first chunk it blocked."""
+    frames: list[bytes] = []
+    for data in batch:
+        piece, finishing = _read_chunk(data)
+        allowed = await guard.admit(piece) if piece else True
+        if allowed and finishing:
+            allowed = await guard.finish()
+        if not allowed:
+            return b"".join(frames), data
+        frames.append(data_frame(data))
+    return b"".join(frames), None
 
 
 def _read_chunk(data: str) -> tuple[str, bool]:

@@ -1,0 +1,90 @@
+"""ChatStream.batches: the chunks each read of the engine's answer brought stay together."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+import pytest
+
+from chatapp.completions import Completions
+from chatapp.config import ModelConfig
+from chatapp.errors import UpstreamError
+from chatapp.upstreams import ModelPool, Upstream
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _chunk(text: str, finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": {"content": text}, "finish_reason": finish}
+    return b"data: " + json.dumps({"id": "c", "choices": [choice]}).encode() + b"\n\n"
+
+
+USAGE = b'data: {"id": "c", "choices": [], "usage": {"prompt_tokens": 3}}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+class _Reads(httpx.AsyncByteStream):
+    """An answer body that arrives in exactly these reads."""
+
+    def __init__(self, reads: Sequence[bytes]) -> None:
+        self.reads = reads
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for read in self.reads:
+            yield read
+
+
+async def _batches(
+    reads: Sequence[bytes], include_usage: bool = False, content_type: str = "text/event-stream"
+) -> list[list[str]]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": content_type}, stream=_Reads(reads))
+
+    model = ModelConfig(name="m", engine=None, model="m", context_window=1024)
+    pool = ModelPool(model=model, upstreams=[Upstream(name="u0", url="http://u0/v1")])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        stream = await Completions(client).open_stream(pool, BODY, include_usage=include_usage)
+        out = [batch async for batch in stream.batches()]
+    assert pool.upstreams[0].outstanding == 0
+    return out
+
+
+def _texts(batches: list[list[str]]) -> list[list[str]]:
+    return [
+        [json.loads(data)["choices"][0]["delta"]["content"] for data in batch] for batch in batches
+    ]
+
+
+async def test_chunks_that_arrived_together_are_passed_on_together() -> None:
+    reads = [_chunk("a") + _chunk("b") + _chunk("c"), _chunk("d", "stop") + USAGE + DONE]
+    assert _texts(await _batches(reads)) == [["a", "b", "c"], ["d"]]
+
+
+async def test_a_chunk_split_across_reads_comes_with_the_read_that_completed_it() -> None:
+    whole = _chunk("a") + _chunk("b", "stop")
+    cut = len(_chunk("a")) + 10
+    reads = [whole[:cut], whole[cut:] + DONE]
+    assert _texts(await _batches(reads)) == [["a"], ["b"]]
+
+
+async def test_the_usage_chunk_is_kept_in_its_batch_only_when_asked_for() -> None:
+    reads = [_chunk("a", "stop") + USAGE + DONE]
+    without = await _batches(reads)
+    assert len(without) == 1 and len(without[0]) == 1
+    with_usage = await _batches(reads, include_usage=True)
+    assert [json.loads(data).get("usage") for data in with_usage[0]] == [
+        None,
+        {"prompt_tokens": 3},
+    ]
+
+
+async def test_what_follows_done_is_read_but_not_passed_on() -> None:
+    reads = [_chunk("a", "stop") + DONE + _chunk("late")]
+    assert _texts(await _batches(reads)) == [["a"]]
+
+
+async def test_an_answer_that_is_not_an_event_stream_is_refused() -> None:
+    with pytest.raises(UpstreamError, match="malformed stream"):
+        await _batches([_chunk("a", "stop") + DONE], content_type="application/json")
