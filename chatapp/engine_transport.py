@@ -10,9 +10,12 @@ errors are mapped to the httpx ones that mean the same thing.
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import os
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
@@ -20,7 +23,7 @@ import aiohttp
 import certifi
 import httpx
 
-__all__ = ["AiohttpTransport", "EngineHungUp"]
+__all__ = ["AiohttpTransport", "EngineHungUp", "env_proxy"]
 
 # Engines behind uvicorn (vLLM, llama.cpp's server, chatapp itself) drop a connection idle for
 # 5 s; dropping ours sooner means a request never goes out on one the engine is closing.
@@ -69,6 +72,32 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
         raise httpx.LocalProtocolError(str(exc), request=request) from exc
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def env_proxy(scheme: str, host: str) -> tuple[str | None, dict[str, str] | None]:
+    """The proxy HTTP(S)_PROXY names for this host (and its Proxy-Authorization), unless
+    NO_PROXY exempts the host. Never for loopback: an engine on this box is one a proxy
+    elsewhere cannot reach."""
+    if _loopback(host) or urllib.request.proxy_bypass(host):
+        return None, None
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy:
+        return None, None
+    url = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")
+    if not url.username:
+        return str(url), None
+    credentials = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
+    bare = str(url.copy_with(username=None, password=None))
+    return bare, {"Proxy-Authorization": f"Basic {credentials}"}
+
+
 def _tls_context() -> ssl.SSLContext:
     """Certificates checked as httpx checks them: SSL_CERT_FILE when set, else certifi's."""
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
@@ -100,6 +129,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, keepalive_expiry: float = KEEPALIVE_EXPIRY) -> None:
         self.keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        # Each engine's proxy, looked up once: aiohttp's trust_env looked it up (and read
+        # ~/.netrc) in two worker threads at every request.
+        self._proxies: dict[tuple[str, str], tuple[str | None, dict[str, str] | None]] = {}
+
+    def _proxy(self, url: httpx.URL) -> tuple[str | None, dict[str, str] | None]:
+        key = (url.scheme, url.host)
+        proxy = self._proxies.get(key)
+        if proxy is None:
+            proxy = self._proxies[key] = env_proxy(*key)
+        return proxy
 
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use: aiohttp binds a session to the running event loop.
@@ -111,7 +150,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 auto_decompress=False,  # httpx decodes by the response's content-encoding
                 cookie_jar=aiohttp.DummyCookieJar(),  # an engine's cookies are not kept
-                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as httpx's own transport
             )
         return self._session
 
@@ -125,6 +163,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         body = await request.aread()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        proxy, proxy_headers = self._proxy(request.url)
+        if proxy_headers and request.url.scheme == "http":
+            # Plain HTTP is sent to the proxy itself (aiohttp puts proxy_headers only on the
+            # CONNECT of a tunnel, which is what keeps them from an https engine).
+            headers += proxy_headers.items()
         sent_at = time.monotonic()
         try:
             with _as_httpx_errors(request):
@@ -135,6 +178,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     headers=headers,
                     allow_redirects=False,
                     timeout=timeout,
+                    proxy=proxy,
+                    proxy_headers=proxy_headers,
                 )
         except httpx.TransportError as exc:
             cause = exc.__cause__

@@ -224,3 +224,55 @@ async def test_a_hang_up_after_the_engine_had_the_request_a_while_is_not_sent_ag
         with pytest.raises(UpstreamError):
             await Completions(http).create(pool, {"model": "m", "messages": []})
     assert connections == 1 and upstream.failures == 1
+
+
+async def test_a_remote_engine_is_reached_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    heads: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with serving(proxy) as proxy_url:
+        address = proxy_url.removeprefix("http://")
+        monkeypatch.setenv("HTTP_PROXY", f"http://bob:s3cret@{address}")
+        monkeypatch.setenv("NO_PROXY", "")
+        async with client() as http:
+            answer = await http.post("http://gpu1.example/v1/chat/completions", json={})
+    assert answer.text == "ok"
+    request_line, *headers = heads[0].decode().split("\r\n")
+    assert request_line == "POST http://gpu1.example/v1/chat/completions HTTP/1.1"
+    fields = dict(h.lower().split(": ", 1) for h in headers if h)
+    assert fields["proxy-authorization"] == "basic ym9ionmzy3jlda=="  # bob:s3cret
+
+
+async def test_engines_on_loopback_never_go_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with serving(engine) as url, client() as http:
+        assert (await http.post(url, json={})).text == "ok"
+
+
+@pytest.mark.parametrize(
+    ("host", "proxied"),
+    [("gpu1.example", True), ("gpu2.internal", False), ("10.0.0.5", False), ("localhost", False)],
+)
+def test_no_proxy_exempts_hosts_as_it_names_them(
+    monkeypatch: pytest.MonkeyPatch, host: str, proxied: bool
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", ".internal,10.0.0.5")
+    proxy, _ = engine_transport.env_proxy("https", host)
+    assert (proxy == "http://proxy.corp:3128") is proxied
