@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+import psutil
 
 from bench.report import Row
 from bench.servers import Server, cpu_seconds, metric
@@ -18,6 +19,7 @@ __all__ = [
     "describe",
     "fidelity",
     "in_service",
+    "machine_busy",
     "measure",
     "ms",
     "set_rest",
@@ -59,6 +61,28 @@ def set_rest(seconds: float) -> None:
     _rest[0] = seconds
 
 
+# Cores the whole box may keep busy when a measured run starts.
+QUIET_CORES = 0.2
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole box has spent busy since it started."""
+    times = psutil.cpu_times()
+    return times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0)
+
+
+async def quiet(limit: float = 30.0, window: float = 0.25) -> None:
+    """Wait (at most `limit`) until the box is close to idle. A proxy that fell behind a load
+    (LiteLLM at 128 streams) works it off after the client is done, and would otherwise take
+    cores from the next side's run: chatapp's run after LiteLLM's used 1.7x the CPU a token."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = machine_busy()
+        await asyncio.sleep(window)
+        if (machine_busy() - before) / window < QUIET_CORES:
+            return
+
+
 async def measure(
     server: Server, spec: Spec, engine: Server, tally: Tally, rest: bool = True
 ) -> None:
@@ -66,6 +90,7 @@ async def measure(
     if rest:
         due = _last_run.get(server.name, 0.0) + _rest[0]
         await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await quiet()
     emitted = metric(engine.root, "vllm:generation_tokens_total")
     cpu = cpu_seconds(server.process)
     shots, seconds = await run_shots(server.base_url, spec, api_key=server.key)
