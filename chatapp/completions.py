@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import time
@@ -288,15 +289,18 @@ class ChatStream:
         engine (or a gateway behind) sends several per read, and one write instead of one
         each is what keeps a loaded gateway from falling further behind.
         """
-        texts = self.response.aiter_text()
+        reads = self.response.aiter_bytes()
+        # An event stream is UTF-8 whatever its headers say (the SSE spec), so the bytes are
+        # decoded here rather than by another of httpx's per-read layers.
+        decode = codecs.getincrementaldecoder("utf-8")("replace").decode
         lines, events = SSELineDecoder(), SSEDecoder()
         done = False
         try:
             _check_event_stream(self.response)
-            async for text in texts:
+            async for read in reads:
                 batch = []
                 now = time.monotonic()
-                for line in lines.decode(text):
+                for line in lines.decode(decode(read)):
                     event = events.decode(line)
                     if event is None or not event.data:
                         continue
@@ -309,7 +313,7 @@ class ChatStream:
                 if batch:
                     yield batch
                 if done:
-                    await _drain(texts)
+                    await _drain(reads)
                     break
         except SSEError as exc:  # an httpx error too: caught first for its own message
             self.outcome = "error"
@@ -341,16 +345,19 @@ class ChatStream:
             raise _upstream_error(502, data.encode())
         self._last = chunk
         choices = chunk.get("choices")
+        said = False
         for choice in choices or ():
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
-        pieces = _content(chunk)
-        if pieces:
+            text = (choice.get("delta") or {}).get("content")
+            if isinstance(text, str):
+                self._pieces.append(text)
+                said = True
+        if said:
             if self.first_token_at is None:
                 self.first_token_at = now
             elif self.on_token_gap is not None and self._last_token_at is not None:
                 self.on_token_gap(self._model, now - self._last_token_at)
             self._last_token_at = now
-            self._pieces.extend(pieces)
         if chunk.get("usage"):
             self.usage = chunk["usage"]
             if not self.include_usage:
@@ -405,15 +412,6 @@ def _parse_chunk(data: str) -> dict[str, Any]:
     if not isinstance(chunk, dict):
         raise UpstreamError(f"The engine sent a chunk that is not an object: {data[:200]!r}")
     return chunk
-
-
-def _content(chunk: Mapping[str, Any]) -> list[str]:
-    out = []
-    for choice in chunk.get("choices") or ():
-        text = (choice.get("delta") or {}).get("content")
-        if isinstance(text, str):
-            out.append(text)
-    return out
 
 
 def _usage_chunk(

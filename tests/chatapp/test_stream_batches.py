@@ -18,7 +18,8 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 def _chunk(text: str, finish: str | None = None) -> bytes:
     choice = {"index": 0, "delta": {"content": text}, "finish_reason": finish}
-    return b"data: " + json.dumps({"id": "c", "choices": [choice]}).encode() + b"\n\n"
+    payload = json.dumps({"id": "c", "choices": [choice]}, ensure_ascii=False)  # as vLLM sends
+    return b"data: " + payload.encode() + b"\n\n"
 
 
 USAGE = b'data: {"id": "c", "choices": [], "usage": {"prompt_tokens": 3}}\n\n'
@@ -88,3 +89,10 @@ async def test_what_follows_done_is_read_but_not_passed_on() -> None:
 async def test_an_answer_that_is_not_an_event_stream_is_refused() -> None:
     with pytest.raises(UpstreamError, match="malformed stream"):
         await _batches([_chunk("a", "stop") + DONE], content_type="application/json")
+
+
+async def test_a_character_split_between_reads_arrives_whole() -> None:
+    whole = _chunk("né", "stop")
+    cut = whole.index("é".encode()) + 1  # between the two bytes of é
+    reads = [whole[:cut], whole[cut:] + DONE]
+    assert _texts(await _batches(reads)) == [["né"]]
