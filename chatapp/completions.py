@@ -294,27 +294,32 @@ class ChatStream:
         # decoded here rather than by another of httpx's per-read layers.
         decode = codecs.getincrementaldecoder("utf-8")("replace").decode
         lines, events = SSELineDecoder(), SSEDecoder()
-        done = False
         try:
             _check_event_stream(self.response)
             async for read in reads:
-                batch = []
-                now = time.monotonic()
-                for line in lines.decode(decode(read)):
-                    event = events.decode(line)
-                    if event is None or not event.data:
-                        continue
-                    if event.data == "[DONE]":
-                        done = True
-                        break
-                    data = self._take(event.data, now)
-                    if data is not None:
-                        batch.append(data)
+                batch: list[str] = []
+                try:
+                    done = self._take_events(lines.decode(decode(read)), events, batch)
+                except Exception:
+                    if batch:  # what came before a bad chunk still goes out, as it came
+                        yield batch
+                    raise
                 if batch:
                     yield batch
                 if done:
                     await _drain(reads)
                     break
+            else:  # the body ended without [DONE]: what the line decoder still holds
+                tail = lines.decode(decode(b"", True)) + lines.flush()
+                batch = []
+                try:
+                    self._take_events(tail, events, batch)
+                except Exception:
+                    if batch:
+                        yield batch
+                    raise
+                if batch:
+                    yield batch
         except SSEError as exc:  # an httpx error too: caught first for its own message
             self.outcome = "error"
             self.upstream.record_failure(f"not an event stream: {exc}")
@@ -337,6 +342,20 @@ class ChatStream:
         self.outcome = "ok"
         if self.include_usage and self.usage is None:
             yield [json.dumps(_usage_chunk(self._last, self.body, await self.final_usage()))]
+
+    def _take_events(self, lines: list[str], events: SSEDecoder, batch: list[str]) -> bool:
+        """Add the data of the chunks these lines complete to `batch`; True at [DONE]."""
+        now = time.monotonic()
+        for line in lines:
+            event = events.decode(line)
+            if event is None or not event.data:
+                continue
+            if event.data == "[DONE]":
+                return True
+            data = self._take(event.data, now)
+            if data is not None:
+                batch.append(data)
+        return False
 
     def _take(self, data: str, now: float) -> str | None:
         """Note what one chunk says (text, finish reason, usage); the data to pass on, if any."""

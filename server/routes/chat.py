@@ -188,20 +188,24 @@ async def _frames(stream: ChatStream, guard: OutputGuard | None) -> AsyncIterato
     """SSE frames for the upstream chunks; a failure mid-stream becomes an error frame.
 
     The chunks of one read of the engine's answer go out as one write, each its own event.
-    With a moderation guard, each piece of text is checked before it is sent; a blocked one
-    is never sent: the stream ends with finish_reason content_filter instead.
+    With a moderation guard, each chunk is checked before it is sent, and sent as soon as it
+    passes (not held for the checks of the chunks after it); a blocked one is never sent:
+    the stream ends with finish_reason content_filter instead.
     """
     try:
+        blocked = False
         async for batch in stream.batches():
             if guard is None:
                 yield b"".join([data_frame(data) for data in batch])
                 continue
-            allowed_frames, blocked = await _guarded(batch, guard)
-            if blocked is not None:
+            for data in batch:
+                blocked = not await _allowed(data, guard)
+                yield data_frame(_filtered_chunk(data) if blocked else data)
+                if blocked:
+                    break
+            if blocked:
                 stream.outcome = "filtered"
-                yield allowed_frames + data_frame(_filtered_chunk(blocked))
                 break
-            yield allowed_frames
     except RequestError as exc:
         yield error_frame(exc)
     except Exception:
@@ -212,18 +216,13 @@ async def _frames(stream: ChatStream, guard: OutputGuard | None) -> AsyncIterato
     yield DONE
 
 
-async def _guarded(batch: list[str], guard: OutputGuard) -> tuple[bytes, str | None]:
-    """The frames of the chunks moderation lets through, and the first chunk it blocked."""
-    frames: list[bytes] = []
-    for data in batch:
-        piece, finishing = _read_chunk(data)
-        allowed = await guard.admit(piece) if piece else True
-        if allowed and finishing:
-            allowed = await guard.finish()
-        if not allowed:
-            return b"".join(frames), data
-        frames.append(data_frame(data))
-    return b"".join(frames), None
+async def _allowed(data: str, guard: OutputGuard) -> bool:
+    """Whether moderation lets this chunk out (at the answer's end, the answer as a whole)."""
+    piece, finishing = _read_chunk(data)
+    allowed = await guard.admit(piece) if piece else True
+    if allowed and finishing:
+        allowed = await guard.finish()
+    return allowed
 
 
 def _read_chunk(data: str) -> tuple[str, bool]:

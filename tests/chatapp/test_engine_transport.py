@@ -226,6 +226,13 @@ async def test_a_hang_up_after_the_engine_had_the_request_a_while_is_not_sent_ag
     assert connections == 1 and upstream.failures == 1
 
 
+def _clear_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's own proxy settings out of the way (urllib prefers the lowercase ones)."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 async def test_a_remote_engine_is_reached_through_the_proxy_the_environment_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -239,8 +246,8 @@ async def test_a_remote_engine_is_reached_through_the_proxy_the_environment_name
 
     async with serving(proxy) as proxy_url:
         address = proxy_url.removeprefix("http://")
+        _clear_proxy_variables(monkeypatch)
         monkeypatch.setenv("HTTP_PROXY", f"http://bob:s3cret@{address}")
-        monkeypatch.setenv("NO_PROXY", "")
         async with client() as http:
             answer = await http.post("http://gpu1.example/v1/chat/completions", json={})
     assert answer.text == "ok"
@@ -258,9 +265,8 @@ async def test_engines_on_loopback_never_go_through_a_proxy(
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         await writer.drain()
 
+    _clear_proxy_variables(monkeypatch)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nobody there
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
     async with serving(engine) as url, client() as http:
         assert (await http.post(url, json={})).text == "ok"
 
@@ -272,6 +278,7 @@ async def test_engines_on_loopback_never_go_through_a_proxy(
 def test_no_proxy_exempts_hosts_as_it_names_them(
     monkeypatch: pytest.MonkeyPatch, host: str, proxied: bool
 ) -> None:
+    _clear_proxy_variables(monkeypatch)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
     monkeypatch.setenv("NO_PROXY", ".internal,10.0.0.5")
     proxy, _ = engine_transport.env_proxy("https", host)

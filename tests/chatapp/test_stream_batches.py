@@ -38,8 +38,13 @@ class _Reads(httpx.AsyncByteStream):
 
 
 async def _batches(
-    reads: Sequence[bytes], include_usage: bool = False, content_type: str = "text/event-stream"
+    reads: Sequence[bytes],
+    include_usage: bool = False,
+    content_type: str = "text/event-stream",
+    into: list[list[str]] | None = None,
 ) -> list[list[str]]:
+    """The batches the stream gives for these reads (also in `into`, kept if it raises)."""
+
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": content_type}, stream=_Reads(reads))
 
@@ -47,8 +52,12 @@ async def _batches(
     pool = ModelPool(model=model, upstreams=[Upstream(name="u0", url="http://u0/v1")])
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         stream = await Completions(client).open_stream(pool, BODY, include_usage=include_usage)
-        out = [batch async for batch in stream.batches()]
-    assert pool.upstreams[0].outstanding == 0
+        out = [] if into is None else into
+        try:
+            async for batch in stream.batches():
+                out.append(batch)
+        finally:
+            assert pool.upstreams[0].outstanding == 0
     return out
 
 
@@ -96,3 +105,18 @@ async def test_a_character_split_between_reads_arrives_whole() -> None:
     cut = whole.index("é".encode()) + 1  # between the two bytes of é
     reads = [whole[:cut], whole[cut:] + DONE]
     assert _texts(await _batches(reads)) == [["né"]]
+
+
+async def test_chunks_before_an_engine_error_in_the_same_read_still_go_out() -> None:
+    error = b'data: {"error": {"message": "out of memory"}}\n\n'
+    reads = [_chunk("Hello") + _chunk(" world") + error]
+    got: list[list[str]] = []
+    with pytest.raises(UpstreamError, match="out of memory"):
+        await _batches(reads, into=got)
+    assert _texts(got) == [["Hello", " world"]]
+
+
+async def test_an_answer_with_carriage_returns_only_ends_whole() -> None:
+    reads = [(_chunk("a") + _chunk("b", "stop")).replace(b"\n", b"\r")]
+    texts = _texts(await _batches(reads))  # the last blank line is only known at the end
+    assert [text for batch in texts for text in batch] == ["a", "b"]

@@ -49,14 +49,17 @@ async def test_a_batch_is_one_write_with_every_chunk_its_own_event() -> None:
     assert _events(writes[2]) == ["[DONE]"]
 
 
-async def test_moderation_stops_a_batch_at_the_blocked_chunk(tmp_path: Path) -> None:
+async def test_with_moderation_each_chunk_goes_out_once_checked_up_to_the_blocked_one(
+    tmp_path: Path,
+) -> None:
     config = _moderation()
     guard = OutputGuard(_moderator(tmp_path, config), config.policies["strict"], lambda d: None)
     batch = [_data("The sled was "), _data("rosebud"), _data(" indeed", "stop")]
     stream = _Stream([batch, [_data("never")]])
     writes = [write async for write in _frames(stream, guard)]  # type: ignore[arg-type]
-    events = _events(writes[0])
-    assert [e["choices"][0]["delta"].get("content") for e in events] == ["The sled was ", None]
-    assert events[1]["choices"][0]["finish_reason"] == "content_filter"
-    assert _events(writes[1]) == ["[DONE]"] and len(writes) == 2
+    events = [_events(write) for write in writes]
+    assert events[0][0]["choices"][0]["delta"]["content"] == "The sled was "
+    assert events[1][0]["choices"][0]["finish_reason"] == "content_filter"
+    assert events[1][0]["choices"][0]["delta"] == {}
+    assert events[2:] == [["[DONE]"]]
     assert stream.outcome == "filtered"
