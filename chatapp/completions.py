@@ -289,7 +289,7 @@ class ChatStream:
         engine (or a gateway behind) sends several per read, and one write instead of one
         each is what keeps a loaded gateway from falling further behind.
         """
-        reads = self.response.aiter_bytes()
+        reads = _reads(self.response)
         # An event stream is UTF-8 whatever its headers say (the SSE spec), so the bytes are
         # decoded here rather than by another of httpx's per-read layers.
         decode = codecs.getincrementaldecoder("utf-8")("replace").decode
@@ -414,6 +414,18 @@ async def _drain(rest: AsyncIterator[Any]) -> None:
     with anyio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError):
         async for _ in rest:
             pass
+
+
+def _reads(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The answer's bytes as each read brought them. Without a content encoding (engines do
+    not compress event streams) straight from the transport: httpx's aiter_bytes and aiter_raw
+    are two more async generators a read, and at 128 streams the steps that every suspended
+    stream holds in each are most of what a young garbage collection walks."""
+    stream = response.stream
+    if "content-encoding" in response.headers or not isinstance(stream, httpx.AsyncByteStream):
+        return response.aiter_bytes()
+    response.is_stream_consumed = True  # as aiter_raw marks it
+    return stream.__aiter__()
 
 
 def _check_event_stream(response: httpx.Response) -> None:

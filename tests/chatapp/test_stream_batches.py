@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator, Sequence
 
@@ -42,11 +43,13 @@ async def _batches(
     include_usage: bool = False,
     content_type: str = "text/event-stream",
     into: list[list[str]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> list[list[str]]:
     """The batches the stream gives for these reads (also in `into`, kept if it raises)."""
 
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": content_type}, stream=_Reads(reads))
+        head = {"content-type": content_type, **(headers or {})}
+        return httpx.Response(200, headers=head, stream=_Reads(reads))
 
     model = ModelConfig(name="m", engine=None, model="m", context_window=1024)
     pool = ModelPool(model=model, upstreams=[Upstream(name="u0", url="http://u0/v1")])
@@ -120,3 +123,9 @@ async def test_an_answer_with_carriage_returns_only_ends_whole() -> None:
     reads = [(_chunk("a") + _chunk("b", "stop")).replace(b"\n", b"\r")]
     texts = _texts(await _batches(reads))  # the last blank line is only known at the end
     assert [text for batch in texts for text in batch] == ["a", "b"]
+
+
+async def test_a_compressed_event_stream_is_decoded() -> None:
+    body = gzip.compress(_chunk("a") + _chunk("b", "stop") + DONE)
+    got = await _batches([body[:20], body[20:]], headers={"content-encoding": "gzip"})
+    assert [text for batch in _texts(got) for text in batch] == ["a", "b"]
