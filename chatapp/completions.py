@@ -15,7 +15,7 @@ import httpx
 from httpx_sse import SSEError
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # run per read: see batches()
 
-from chatapp.engine_transport import EngineHungUp
+from chatapp.engine_transport import BODY, EngineHungUp
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
 from chatapp.token_count import count_usage
 from chatapp.upstreams import ModelPool, Upstream
@@ -418,10 +418,11 @@ async def _drain(rest: AsyncIterator[Any]) -> None:
 
 def _reads(response: httpx.Response) -> AsyncIterator[bytes]:
     """The answer's bytes as each read brought them. Without a content encoding (engines do
-    not compress event streams) straight from the transport: httpx's aiter_bytes and aiter_raw
-    are two more async generators a read, and at 128 streams the steps that every suspended
-    stream holds in each are most of what a young garbage collection walks."""
-    stream = response.stream
+    not compress event streams) straight from the transport (our engine transport's body when
+    it is one): httpx's aiter_bytes, aiter_raw and its client's stream wrapper are three more
+    async generators a read, and at 128 streams the steps that every suspended stream holds
+    in each are most of what a young garbage collection walks."""
+    stream = response.extensions.get(BODY, response.stream)
     if "content-encoding" in response.headers or not isinstance(stream, httpx.AsyncByteStream):
         return response.aiter_bytes()
     response.is_stream_consumed = True  # as aiter_raw marks it

@@ -23,7 +23,7 @@ import aiohttp
 import certifi
 import httpx
 
-__all__ = ["AiohttpTransport", "EngineHungUp", "env_proxy"]
+__all__ = ["BODY", "AiohttpTransport", "EngineHungUp", "env_proxy"]
 
 # Engines behind uvicorn (vLLM, llama.cpp's server, chatapp itself) drop a connection idle for
 # 5 s; dropping ours sooner means a request never goes out on one the engine is closing.
@@ -36,6 +36,12 @@ _HANG_UPS = (
     aiohttp.ClientConnectionResetError,
     aiohttp.ClientOSError,
 )
+
+
+# The response extension holding the answer's body as this transport reads it: a stream
+# reader can take its reads from there, without httpx's generator around it (closing the
+# response still closes it).
+BODY = "chatapp.body"
 
 
 class EngineHungUp(httpx.RemoteProtocolError):
@@ -201,11 +207,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if at_once and isinstance(cause, _HANG_UPS) and not connecting:
                 raise EngineHungUp(str(exc), request=request) from cause
             raise
+        answer = _Body(response, request)
         return httpx.Response(
             status_code=response.status,
             headers=list(response.raw_headers),
-            stream=_Body(response, request),
-            extensions={"http_version": b"HTTP/1.1"},
+            stream=answer,
+            extensions={"http_version": b"HTTP/1.1", BODY: answer},
         )
 
     async def aclose(self) -> None:
