@@ -296,30 +296,24 @@ class ChatStream:
         lines, events = SSELineDecoder(), SSEDecoder()
         try:
             _check_event_stream(self.response)
-            async for read in reads:
+            ended = done = False
+            while not (ended or done):
+                try:
+                    new_lines = lines.decode(decode(await reads.__anext__()))
+                except StopAsyncIteration:  # no [DONE]: what the line decoder still holds
+                    new_lines = lines.decode(decode(b"", True)) + lines.flush()
+                    ended = True
                 batch: list[str] = []
                 try:
-                    done = self._take_events(lines.decode(decode(read)), events, batch)
+                    done = self._take_events(new_lines, events, batch)
                 except Exception:
                     if batch:  # what came before a bad chunk still goes out, as it came
                         yield batch
                     raise
                 if batch:
                     yield batch
-                if done:
-                    await _drain(reads)
-                    break
-            else:  # the body ended without [DONE]: what the line decoder still holds
-                tail = lines.decode(decode(b"", True)) + lines.flush()
-                batch = []
-                try:
-                    self._take_events(tail, events, batch)
-                except Exception:
-                    if batch:
-                        yield batch
-                    raise
-                if batch:
-                    yield batch
+            if done:
+                await _drain(reads)
         except SSEError as exc:  # an httpx error too: caught first for its own message
             self.outcome = "error"
             self.upstream.record_failure(f"not an event stream: {exc}")
