@@ -430,9 +430,16 @@ def _check_event_stream(response: httpx.Response) -> None:
         raise SSEError(f"expected an event stream, got content type {content_type!r}")
 
 
+# `raw_decode` is json.loads without its per-call wrappers (type checks, two whitespace
+# regexes): half the cost of a token's parse. An SSE data field has no leading whitespace.
+_decode_json = json.JSONDecoder().raw_decode
+
+
 def _parse_chunk(data: str) -> dict[str, Any]:
     try:
-        chunk = json.loads(data)
+        chunk, end = _decode_json(data)
+        if end != len(data) and data[end:].strip():
+            json.loads(data)  # raises, with the position of what follows the object
     except ValueError as exc:
         raise UpstreamError(f"The engine sent a chunk that is not JSON: {data[:200]!r}") from exc
     if not isinstance(chunk, dict):

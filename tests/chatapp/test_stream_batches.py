@@ -129,3 +129,19 @@ async def test_a_compressed_event_stream_is_decoded() -> None:
     body = gzip.compress(_chunk("a") + _chunk("b", "stop") + DONE)
     got = await _batches([body[:20], body[20:]], headers={"content-encoding": "gzip"})
     assert [text for batch in _texts(got) for text in batch] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "data", [b"not json", b'{"id": "c", "choices": []} trailing', b'["a", "list"]']
+)
+async def test_a_chunk_that_is_not_one_json_object_fails_the_stream(data: bytes) -> None:
+    reads = [_chunk("a") + b"data: " + data + b"\n\n" + DONE]
+    got: list[list[str]] = []
+    with pytest.raises(UpstreamError, match="not JSON|not an object"):
+        await _batches(reads, into=got)
+    assert _texts(got) == [["a"]]
+
+
+async def test_a_chunk_with_trailing_whitespace_is_read() -> None:
+    reads = [_chunk("a", "stop")[:-2] + b"  \n\n" + DONE]
+    assert _texts(await _batches(reads)) == [["a"]]
