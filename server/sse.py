@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
@@ -81,7 +80,8 @@ class EventStreamResponse:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         self._last_sent = time.monotonic()
         finished = False
-        lock = asyncio.Lock()  # uncontended acquire does not yield, unlike anyio's
+        # No lock between frames and keep-alives: uvicorn's send waits for the socket to
+        # drain before it writes, then writes a message whole, so sends never interleave.
         async with anyio.create_task_group() as tasks:
 
             async def watch_disconnect() -> None:
@@ -93,19 +93,15 @@ class EventStreamResponse:
                 while True:
                     await anyio.sleep(max(0.0, self._last_sent + self.keepalive - time.monotonic()))
                     if time.monotonic() - self._last_sent >= self.keepalive:
-                        async with lock:
-                            await send_body(
-                                {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
-                            )
+                        await send_body(
+                            {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
+                        )
                         self._last_sent = time.monotonic()
 
             tasks.start_soon(watch_disconnect)
             tasks.start_soon(keepalive)
             async for frame in self.frames:
-                async with lock:
-                    await send_body(
-                        {"type": "http.response.body", "body": frame, "more_body": True}
-                    )
+                await send_body({"type": "http.response.body", "body": frame, "more_body": True})
                 self._last_sent = time.monotonic()
             finished = True
             tasks.cancel_scope.cancel()
