@@ -11,6 +11,7 @@ errors are mapped to the httpx ones that mean the same thing.
 from __future__ import annotations
 
 import base64
+import http.cookiejar
 import ipaddress
 import os
 import ssl
@@ -23,7 +24,7 @@ import aiohttp
 import certifi
 import httpx
 
-__all__ = ["BODY", "AiohttpTransport", "EngineHungUp", "env_proxy"]
+__all__ = ["BODY", "AiohttpTransport", "EngineHungUp", "engine_client", "env_proxy"]
 
 # Engines behind uvicorn (vLLM, llama.cpp's server, chatapp itself) drop a connection idle for
 # 5 s; dropping ours sooner means a request never goes out on one the engine is closing.
@@ -218,3 +219,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def engine_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The one client every user's engine requests share. It keeps no cookies: httpx's client
+    jar would send a cookie one engine answer set with every later request, anyone's."""
+    no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.AsyncClient(transport=AiohttpTransport(), timeout=timeout, cookies=no_cookies)

@@ -24,7 +24,7 @@ from chatapp.accounts import Accounts
 from chatapp.completions import Completions
 from chatapp.config import Config
 from chatapp.conversations import ConversationStore
-from chatapp.engine_transport import AiohttpTransport
+from chatapp.engine_transport import engine_client
 from chatapp.engines import EngineSupervisor
 from chatapp.generation import GenerationRegistry
 from chatapp.health import check_forever
@@ -142,7 +142,7 @@ def create_app(
             "usage ledger: %d leftover event(s) moved, %d replayed into quotas", moved, replayed
         )
         timeout = httpx.Timeout(connect=5.0, read=600.0, write=30.0, pool=None)
-        client = httpx.AsyncClient(transport=AiohttpTransport(), timeout=timeout)
+        client = engine_client(timeout)
         supervisors = [u.supervisor for p in pools.values() for u in p.upstreams if u.supervisor]
         for supervisor in supervisors:
             supervisor.start()

@@ -16,7 +16,7 @@ import pytest
 from chatapp import engine_transport
 from chatapp.completions import Completions
 from chatapp.config import ModelConfig
-from chatapp.engine_transport import AiohttpTransport
+from chatapp.engine_transport import engine_client
 from chatapp.engines.supervisor import free_port
 from chatapp.errors import UpstreamError
 from chatapp.upstreams import ModelPool, Upstream
@@ -56,8 +56,7 @@ async def serving(handler: Handler) -> AsyncIterator[str]:
 
 
 def client(read: float = 10.0) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(connect=5.0, read=read, write=5.0, pool=None)
-    return httpx.AsyncClient(transport=AiohttpTransport(), timeout=timeout)
+    return engine_client(httpx.Timeout(connect=5.0, read=read, write=5.0, pool=None))
 
 
 async def test_each_piece_arrives_before_the_next_is_sent() -> None:
@@ -283,3 +282,25 @@ def test_no_proxy_exempts_hosts_as_it_names_them(
     monkeypatch.setenv("NO_PROXY", ".internal,10.0.0.5")
     proxy, _ = engine_transport.env_proxy("https", host)
     assert (proxy == "http://proxy.corp:3128") is proxied
+
+
+async def test_a_cookie_an_engine_sets_is_not_sent_with_later_requests() -> None:
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            heads.append(head.lower())
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nset-cookie: session=alice; Path=/\r\n"
+                b"content-length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+
+    async with serving(handler) as url, client() as http:
+        for _ in range(2):
+            assert (await http.post(url, json={})).status_code == 200
+        assert not http.cookies
+    assert len(heads) == 2 and b"cookie:" not in heads[1]
