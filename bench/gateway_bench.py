@@ -42,7 +42,14 @@ from bench.gateway_rows import (
 )
 from bench.load import run
 from bench.report import Row, console_for, print_facts, print_table
-from bench.servers import Server, cpu_seconds, processes_in, start_engines, start_gateways
+from bench.servers import (
+    Server,
+    cpu_seconds,
+    processes_in,
+    start_copier,
+    start_engines,
+    start_gateways,
+)
 from bench.timed_streams import Spec, run_shots
 
 TTFT_MS = 50
@@ -56,6 +63,7 @@ ENGINES = {
 ENGINE_OPTIONS = [f"--ttft-ms={TTFT_MS}", "--capacity=0", "--prefix-cache-blocks=0"]
 STALL_SPREAD = 1.0
 GATEWAYS = {"default": "default", "no-usage": "no-usage", "tiers": "tiers", "fresh": "default"}
+FLOOR = "bare relay (uvicorn + aiohttp)"  # bench/copier.py: the stack without chatapp
 
 
 @dataclass(frozen=True)
@@ -115,11 +123,14 @@ QUICK = dataclasses.replace(
 )
 
 
-def versus_direct(name: str, direct: Tally, via: Tally, streams: int, asked: int) -> list[Row]:
-    """A proxy's rows against direct at one load: throughput, added TTFT, ITL, fidelity."""
+def versus_direct(
+    name: str, direct: Tally, via: Tally, streams: int, asked: int, judged: bool = True
+) -> list[Row]:
+    """A proxy's rows against direct at one load: throughput, added TTFT, ITL, fidelity;
+    with the targets' verdicts unless it is only a reference (`judged=False`)."""
     d, v = direct.stats, via.stats
     ratio = v.throughput / d.throughput
-    target = {16: 0.99, 128: 0.97}.get(streams)
+    target = {16: 0.99, 128: 0.97}.get(streams) if judged else None
     added50, added99 = v.ttft[50] - d.ttft[50], v.ttft[99] - d.ttft[99]
     itl = v.itl[99] / d.itl[99]
     return [
@@ -133,10 +144,15 @@ def versus_direct(name: str, direct: Tally, via: Tally, streams: int, asked: int
         Row(
             "  TTFT added, p50 / p99",
             f"{ms(added50)} / {ms(added99)} ms",
-            "< 5 / < 20 ms",
-            added50 < 0.005 and added99 < 0.020,
+            "< 5 / < 20 ms" if judged else "-",
+            added50 < 0.005 and added99 < 0.020 if judged else None,
         ),
-        Row("  ITL p99 / direct", f"{itl:.2f}x", "<= 1.10x", itl <= 1.10),
+        Row(
+            "  ITL p99 / direct",
+            f"{itl:.2f}x",
+            "<= 1.10x" if judged else "-",
+            itl <= 1.10 if judged else None,
+        ),
         fidelity(via, asked),
     ]
 
@@ -200,9 +216,10 @@ async def compare(
 
 
 async def bench_overhead(
-    sizes: Sizes, engine: Server, gateway: Server, peer: Server | None
+    sizes: Sizes, engine: Server, gateway: Server, peer: Server | None, floor: Server
 ) -> list[Row]:
-    """Each load straight to the engine, through chatapp and through LiteLLM, interleaved.
+    """Each load straight to the engine, through chatapp, through LiteLLM and through the
+    bare relay (bench/copier.py: uvicorn and aiohttp alone, the floor), interleaved.
 
     N users each send `per_user` requests back to back, the first ones starting at seeded
     random moments over one answer's time: N streams in flight with their starts spread
@@ -215,6 +232,8 @@ async def bench_overhead(
         sides = {"direct": engine, "chatapp": gateway}
         if peer is not None and streams in sizes.peer_levels:
             sides["LiteLLM"] = peer
+        if streams in sizes.peer_levels:
+            sides[FLOOR] = floor
         spec = Spec(
             model=engine.name,
             concurrency=streams,
@@ -231,9 +250,17 @@ async def bench_overhead(
         rows.append(Row(f"{streams_of(streams)}, direct", describe(direct, cpu=False)))
         for name in sides:
             if name != "direct":
-                rows += versus_direct(name, direct, tallies[name], streams, sizes.output_tokens)
+                judged = name != FLOOR
+                rows += versus_direct(
+                    name, direct, tallies[name], streams, sizes.output_tokens, judged
+                )
         if "LiteLLM" in tallies:
             rows += versus_peer(direct, tallies["chatapp"], tallies["LiteLLM"])
+        if FLOOR in tallies:
+            ours, bare = tallies["chatapp"].stats, tallies[FLOOR].stats
+            rows.append(
+                Row("  chatapp's ITL p99 / the bare relay's", f"{ours.itl[99] / bare.itl[99]:.2f}x")
+            )
     return rows
 
 
@@ -375,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxy = litellm_side.start_litellm({"emu": engines["emu"].base_url}, tmp)
                 procs.adopt(proxy.popen)
             gateways = start_gateways(procs, engines, GATEWAYS)
+            floor = start_copier(procs, engines["emu"])
             if proxy is not None:
                 try:
                     proxy.wait_ready()
@@ -414,12 +442,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "answers, every request streamed"
         )
         part = time.perf_counter()
+        levels = " and ".join(str(n) for n in sizes.peer_levels)
         with console.status("gateway overhead..."):
-            rows = run(bench_overhead(sizes, emu, gateways["default"], peer))
+            rows = run(bench_overhead(sizes, emu, gateways["default"], peer, floor))
         print_table(
             console,
             f"gateway overhead: N streams in flight straight to the engine, through chatapp "
-            f"serve{' and through LiteLLM' if peer else ''}; N users, each sending "
+            f"serve{', through LiteLLM' if peer else ''} and (at {levels}) through a bare "
+            f"uvicorn + aiohttp relay, the floor; N users, each sending "
             f"{sizes.per_user} requests back to back, start over one answer's time "
             f"({answer_seconds(sizes):.2f} s); rounds interleaved ({engine_line}); TTFT and ITL "
             f"p50 / p99 [{time.perf_counter() - part:.0f} s]",

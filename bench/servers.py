@@ -29,6 +29,7 @@ __all__ = [
     "gateway_config",
     "metric",
     "processes_in",
+    "start_copier",
     "start_engines",
     "start_gateways",
 ]
@@ -145,6 +146,16 @@ def start_engines(
     for engine in started.values():
         procs.wait_ready(engine, "/health", timeout=30)
     return started
+
+
+def start_copier(procs: Processes, engine: Server) -> Server:
+    """bench/copier.py over `engine`: the stack's floor, beside the gateways."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.copier", f"--port={port}", f"--upstream={engine.root}"]
+    spawned = procs.spawn(argv, "copier")
+    copier = Server("copier", f"http://127.0.0.1:{port}", spawned.process)
+    procs.wait_ready(copier, "/health", timeout=30)
+    return copier
 
 
 def gateway_config(kind: str, engines: Mapping[str, Server]) -> str:
