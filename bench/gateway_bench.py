@@ -1,11 +1,12 @@
 """Measure what `chatapp serve` costs a stream, next to LiteLLM's proxy, in one run.
 
-Run as `.venv/bin/python -m bench.gateway_bench` (about five minutes on the 2-core VM; add
+Run as `.venv/bin/python -m bench.gateway_bench` (about twelve minutes on the 2-core VM; add
 `--quick` for a smoke run, `--no-litellm` to leave the peer out). It starts emulated engines
 (bench/emulator.py, each its own process: `emu` for the loads, `emu-slow` for the many-streams
 run, `emu-burst` to back a stalled reader up fast), four `chatapp serve` gateways over them
 (bench/servers.py: the default; `record_usage = false`; generous `[tiers]`; a fresh one for
-the memory count) and LiteLLM's proxy over `emu` (bench/litellm_side.py), then sends the same
+the memory count), LiteLLM's proxy over `emu` (bench/litellm_side.py) and a bare uvicorn +
+aiohttp relay over `emu` (bench/copier.py, the stack's floor), then sends the same
 closed-loop loads of single streamed requests (bench/timed_streams.py) straight to the engine
 and through each, rounds interleaved. The load client, the gateways and the engines share this
 box's cores; the machine line says how many, and how busy other processes kept them.
