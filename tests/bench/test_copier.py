@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from bench.emulator import EngineProfile, serve_in_thread
+from bench.servers import Server, processes_in, start_copier
 from chatapp.engines.supervisor import free_port
 
 PROFILE = EngineProfile(ttft_ms=5, tokens_per_second=500)
@@ -18,27 +18,12 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_toke
 
 
 @pytest.fixture(scope="module")
-def engine_and_copier() -> Iterator[tuple[str, str]]:
-    """The emulator's base URL and the relay's, in front of it."""
-    port = free_port()
-    with serve_in_thread(PROFILE, free_port()) as engine:
-        argv = [sys.executable, "-m", "bench.copier", f"--port={port}", f"--upstream={engine}"]
-        relay = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}/v1"
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            else:
-                pytest.fail("the relay did not start")
-            yield engine, url
-        finally:
-            relay.terminate()
-            relay.wait(timeout=10)
+def engine_and_copier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The emulator's base URL and the relay's in front of it, started as gateway_bench does."""
+    logs: Path = tmp_path_factory.mktemp("copier")
+    with serve_in_thread(PROFILE, free_port()) as engine, processes_in(logs) as procs:
+        emulator = Server("emu", engine.removesuffix("/v1"), psutil.Process())
+        yield engine, start_copier(procs, emulator).base_url
 
 
 def _events(base: str, body: dict[str, object]) -> tuple[int, list[str]]:
