@@ -25,6 +25,8 @@ class Copier:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.session: aiohttp.ClientSession | None = None
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_read=600.0)
+        self.headers = {"content-type": "application/json"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -42,11 +44,9 @@ class Copier:
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=600.0)
-        headers = {"content-type": "application/json"}
         url = self.upstream + scope["path"]
         async with self.session.request(
-            scope["method"], url, data=body or None, headers=headers, timeout=timeout
+            scope["method"], url, data=body or None, headers=self.headers, timeout=self.timeout
         ) as answer:
             kept = [(b"content-type", answer.headers.get("content-type", "").encode())]
             await send({"type": "http.response.start", "status": answer.status, "headers": kept})
