@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 
-import anyio
 from starlette.types import Receive, Scope, Send
 
 from chatapp.errors import RequestError
@@ -16,6 +16,7 @@ __all__ = ["DONE", "SERVER_SEND", "EventStreamResponse", "data_frame", "error_fr
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
+_KEEPALIVE_MESSAGE = {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -73,37 +74,80 @@ class EventStreamResponse:
         finally:
             if self.on_close is not None:
                 # Also when the client left before the first frame: the upstream must close.
-                with anyio.CancelScope(shield=True):
-                    await self.on_close()
+                await _to_the_end(self.on_close())
 
     async def _stream(self, receive: Receive, send: Send, send_body: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         self._last_sent = time.monotonic()
-        finished = False
-        # No lock between frames and keep-alives: uvicorn's send waits for the socket to
-        # drain before it writes, then writes a message whole, so sends never interleave.
-        async with anyio.create_task_group() as tasks:
+        # Plain asyncio tasks, not an anyio task group: its cancel scopes cost a request
+        # several times what the two tasks do.
+        streamer = asyncio.current_task()
+        assert streamer is not None
+        streaming = client_left = False
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tasks.cancel_scope.cancel()
+        def leave() -> None:
+            """The client disconnected: cancel the frames (and so the upstream request)."""
+            nonlocal client_left
+            if streaming:
+                client_left = True
+                streamer.cancel()
 
-            async def keepalive() -> None:
-                while True:
-                    await anyio.sleep(max(0.0, self._last_sent + self.keepalive - time.monotonic()))
-                    if time.monotonic() - self._last_sent >= self.keepalive:
-                        await send_body(
-                            {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
-                        )
-                        self._last_sent = time.monotonic()
-
-            tasks.start_soon(watch_disconnect)
-            tasks.start_soon(keepalive)
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(_until_disconnect(receive, leave))
+        pinger = loop.create_task(self._keepalives(send_body))
+        streaming = True
+        try:
             async for frame in self.frames:
                 await send_body({"type": "http.response.body", "body": frame, "more_body": True})
                 self._last_sent = time.monotonic()
-            finished = True
-            tasks.cancel_scope.cancel()
-        if finished:
+            streaming = False
+        except asyncio.CancelledError:
+            streaming = False
+            if not client_left or streamer.uncancel() > 0:
+                raise  # someone else's cancellation too (shutdown): it goes on
+        finally:
+            streaming = False
+            watcher.cancel()
+            await _stop(pinger)
+        if not client_left:
             await send_body({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _keepalives(self, send_body: Send) -> None:
+        # No lock between frames and keep-alives: uvicorn's send waits for the socket to
+        # drain before it writes, then writes a message whole, so sends never interleave.
+        while True:
+            await asyncio.sleep(max(0.0, self._last_sent + self.keepalive - time.monotonic()))
+            if time.monotonic() - self._last_sent >= self.keepalive:
+                await send_body(_KEEPALIVE_MESSAGE)
+                self._last_sent = time.monotonic()
+
+
+async def _until_disconnect(receive: Receive, leave: Callable[[], None]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    leave()
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel a helper task; one failed (not cancelled) raises its error here."""
+    task.cancel()
+    await asyncio.wait((task,))
+    if not task.cancelled():
+        task.result()
+
+
+async def _to_the_end(work: Awaitable[None]) -> None:
+    """Await `work` to its end even if this task is cancelled meanwhile (the cancellation is
+    raised after): closing the upstream and metering an answer must not be cut short."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done() and task.cancelled():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()

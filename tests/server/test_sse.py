@@ -42,3 +42,72 @@ async def test_without_the_server_send_in_the_scope_everything_goes_through_send
     sent: list[dict[str, Any]] = []
     await EventStreamResponse(_frames(), keepalive=60)({"type": "http"}, _receive, _recorder(sent))
     assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * 3
+
+
+async def _slow_frames(started: asyncio.Event, closed: list[str]) -> AsyncIterator[bytes]:
+    try:
+        yield b"data: 1\n\n"
+        started.set()
+        await asyncio.sleep(60)
+        yield b"data: never\n\n"
+    finally:
+        closed.append("frames")
+
+
+async def test_a_disconnect_cancels_the_frames_and_the_stream_ends_quietly() -> None:
+    """The client left: the frame iterator is cancelled (closing the upstream), no end of body
+    is written to a gone client, on_close runs, and the cancellation stays inside."""
+    started, gone = asyncio.Event(), asyncio.Event()
+    closed: list[str] = []
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def on_close() -> None:
+        await asyncio.sleep(0)
+        closed.append("on_close")
+
+    response = EventStreamResponse(_slow_frames(started, closed), keepalive=60, on_close=on_close)
+    call = asyncio.ensure_future(response({"type": "http"}, receive, _recorder(sent)))
+    await started.wait()
+    gone.set()
+    await asyncio.wait_for(call, 5)
+    assert closed == ["frames", "on_close"]
+    assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n"]
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_keepalive_goes_out_while_the_engine_is_quiet() -> None:
+    started = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+    response = EventStreamResponse(_slow_frames(started, []), keepalive=0.05)
+    call = asyncio.ensure_future(response({"type": "http"}, _receive, _recorder(sent)))
+    await asyncio.sleep(0.3)
+    call.cancel()
+    bodies = [m.get("body") for m in sent[1:]]
+    assert bodies[0] == b"data: 1\n\n"
+    assert 3 <= bodies.count(b": keep-alive\n\n") <= 7  # one each 50 ms of silence
+
+
+async def test_a_cancelled_request_still_finishes_on_close_then_stays_cancelled() -> None:
+    """Server shutdown cancels the request task: closing the upstream and metering the answer
+    still run to their end, and the cancellation is not swallowed."""
+    started, closing = asyncio.Event(), asyncio.Event()
+    closed: list[str] = []
+
+    async def on_close() -> None:
+        closing.set()
+        await asyncio.sleep(0.05)
+        closed.append("metered")
+
+    response = EventStreamResponse(_slow_frames(started, closed), keepalive=60, on_close=on_close)
+    call = asyncio.ensure_future(response({"type": "http"}, _receive, _recorder([])))
+    await started.wait()
+    call.cancel()
+    await closing.wait()
+    call.cancel()  # a second cancellation while on_close runs
+    await asyncio.wait((call,))
+    assert call.cancelled()
+    assert closed == ["frames", "metered"]
