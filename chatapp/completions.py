@@ -297,15 +297,26 @@ class ChatStream:
         try:
             _check_event_stream(self.response)
             ended = done = False
+            # Between events (nothing of a line or an event held back by the decoders), a
+            # read of whole `data: ...` events is split here: what the decoders would make
+            # of it, at a fraction of their per-line cost. Anything else goes through them.
+            between_events = True
             while not (ended or done):
-                try:
-                    new_lines = lines.decode(decode(await reads.__anext__()))
-                except StopAsyncIteration:  # no [DONE]: what the line decoder still holds
-                    new_lines = lines.decode(decode(b"", True)) + lines.flush()
-                    ended = True
                 batch: list[str] = []
                 try:
-                    done = self._take_events(new_lines, events, batch)
+                    try:
+                        text = decode(await reads.__anext__())
+                    except StopAsyncIteration:  # no [DONE]: what the line decoder still holds
+                        new_lines = lines.decode(decode(b"", True)) + lines.flush()
+                        done = self._take_events(new_lines, events, batch)
+                        ended = True
+                    else:
+                        data = _plain_events(text) if between_events else None
+                        if data is not None:
+                            done = self._take_data(data, batch)
+                        else:
+                            done = self._take_events(lines.decode(text), events, batch)
+                            between_events = text.endswith("\n\n")
                 except Exception:
                     if batch:  # what came before a bad chunk still goes out, as it came
                         yield batch
@@ -339,16 +350,24 @@ class ChatStream:
 
     def _take_events(self, lines: list[str], events: SSEDecoder, batch: list[str]) -> bool:
         """Add the data of the chunks these lines complete to `batch`; True at [DONE]."""
-        now = time.monotonic()
+        data = []
         for line in lines:
             event = events.decode(line)
-            if event is None or not event.data:
+            if event is not None:
+                data.append(event.data)
+        return self._take_data(data, batch)
+
+    def _take_data(self, data: list[str], batch: list[str]) -> bool:
+        """Add what these events' data pass on to `batch`; True at [DONE]."""
+        now = time.monotonic()
+        for item in data:
+            if not item:
                 continue
-            if event.data == "[DONE]":
+            if item == "[DONE]":
                 return True
-            data = self._take(event.data, now)
-            if data is not None:
-                batch.append(data)
+            passed = self._take(item, now)
+            if passed is not None:
+                batch.append(passed)
         return False
 
     def _take(self, data: str, now: float) -> str | None:
@@ -421,6 +440,18 @@ def _reads(response: httpx.Response) -> AsyncIterator[bytes]:
         return response.aiter_bytes()
     response.is_stream_consumed = True  # as aiter_raw marks it
     return stream.__aiter__()
+
+
+def _plain_events(text: str) -> list[str] | None:
+    """The data of a read made only of whole one-line `data: ...` events (as engines send
+    them), or None for anything else (other fields, comments, CRs, an event cut off)."""
+    if not text.endswith("\n\n") or "\r" in text:
+        return None
+    events = text[:-2].split("\n\n")
+    for event in events:
+        if not event.startswith("data: ") or "\n" in event:
+            return None
+    return [event[6:] for event in events]
 
 
 def _check_event_stream(response: httpx.Response) -> None:

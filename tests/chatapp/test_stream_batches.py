@@ -145,3 +145,27 @@ async def test_a_chunk_that_is_not_one_json_object_fails_the_stream(data: bytes)
 async def test_a_chunk_with_trailing_whitespace_is_read() -> None:
     reads = [_chunk("a", "stop")[:-2] + b"  \n\n" + DONE]
     assert _texts(await _batches(reads)) == [["a"]]
+
+
+MIXED = (
+    _chunk("a")
+    + b": keep-alive\n\n"
+    + _chunk("b")
+    + b"event: message\nid: 7\n"
+    + _chunk("c")
+    + _chunk("d").replace(b"\n", b"\r\n")
+    + b"data:"
+    + _chunk("e")[5:]
+    + _chunk("f").replace(b', "choices"', b',\ndata: "choices"')  # data on two lines
+    + _chunk("g", finish="stop")
+    + DONE
+)
+
+
+@pytest.mark.parametrize("cut", range(len(MIXED)))
+async def test_every_way_of_cutting_a_mixed_stream_gives_the_same_chunks(cut: int) -> None:
+    """Plain `data:` events (split without the decoders) among comments, other fields, CRLF,
+    `data:` without its space and data on two lines (through the decoders), cut anywhere."""
+    reads = [MIXED[:cut], MIXED[cut : cut + 50], MIXED[cut + 50 :]]
+    batches = await _batches([read for read in reads if read])
+    assert [text for batch in _texts(batches) for text in batch] == list("abcdefg")
