@@ -272,7 +272,9 @@ class ChatStream:
         self._closed = False
         self.on_token_gap: Callable[[str, float], None] | None = None
         self._last_token_at: float | None = None
-        self._last: dict[str, Any] | None = None  # the latest chunk, for a usage chunk of ours
+        # The latest chunk's data, for a usage chunk of ours. Its text, not its parse: a
+        # parsed chunk kept until the next token is freed cold, at several times the cost.
+        self._last: str | None = None
         self._model = str(body.get("model", ""))
 
     async def __aiter__(self) -> AsyncIterator[str]:
@@ -346,7 +348,8 @@ class ChatStream:
             raise UpstreamError("The engine ended the answer without finishing it.")
         self.outcome = "ok"
         if self.include_usage and self.usage is None:
-            yield [json.dumps(_usage_chunk(self._last, self.body, await self.final_usage()))]
+            last = _parse_chunk(self._last) if self._last is not None else None
+            yield [json.dumps(_usage_chunk(last, self.body, await self.final_usage()))]
 
     def _take_events(self, lines: list[str], events: SSEDecoder, batch: list[str]) -> bool:
         """Add the data of the chunks these lines complete to `batch`; True at [DONE]."""
@@ -375,7 +378,7 @@ class ChatStream:
         chunk = _parse_chunk(data)
         if "error" in chunk:
             raise _upstream_error(502, data.encode())
-        self._last = chunk
+        self._last = data
         choices = chunk.get("choices")
         said = False
         for choice in choices or ():
