@@ -304,3 +304,36 @@ async def test_a_cookie_an_engine_sets_is_not_sent_with_later_requests() -> None
             assert (await http.post(url, json={})).status_code == 200
         assert not http.cookies
     assert len(heads) == 2 and b"cookie:" not in heads[1].lower()
+
+
+async def test_engine_requests_skip_httpxs_layers_but_asking_for_redirects_takes_them() -> None:
+    """A plain request goes straight to the transport (a redirect is answered as it came);
+    one that asks for httpx's redirect handling gets it, as does a client with hooks."""
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            await read_request(reader, heads)
+            if heads[-1].startswith(b"POST /old "):
+                writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /new\r\n")
+                writer.write(b"content-length: 0\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with serving(handler) as url, client() as http:
+        plain = await http.post(f"{url}/old", json={})
+        followed = await http.post(f"{url}/old", json={}, follow_redirects=True)
+        assert (plain.status_code, plain.request.url.path) == (307, "/old")
+        assert (followed.status_code, followed.text, followed.url.path) == (200, "ok", "/new")
+        hooked: list[int] = []
+
+        async def hook(response: httpx.Response) -> None:
+            hooked.append(response.status_code)
+
+        http.event_hooks = {"response": [hook]}
+        await http.post(f"{url}/new", json={})
+        assert hooked == [200]
+    assert [head.split(b" ")[1] for head in heads] == [b"/old", b"/old", b"/new", b"/new"]
+    with pytest.raises(RuntimeError, match="closed"):
+        await http.post(url, json={})
