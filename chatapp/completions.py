@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import json
@@ -419,17 +420,18 @@ class ChatStream:
         if not self._closed:
             self._closed = True
             self.upstream.outstanding -= 1
-            # Shielded: this runs while a client disconnect is cancelling the request.
-            with anyio.CancelScope(shield=True):
-                await self.response.aclose()
+            # Often while a client disconnect is cancelling the request: asyncio delivers that
+            # once, and the engine transport closes its connection without waiting on it.
+            await self.response.aclose()
 
 
 async def _drain(rest: AsyncIterator[Any]) -> None:
     """Read what follows [DONE] (the end of the chunked body): a response closed unread takes
     its connection with it, and the next request would pay a new TCP (or TLS) handshake."""
-    with anyio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError):
-        async for _ in rest:
-            pass
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(1.0):
+            async for _ in rest:
+                pass
 
 
 def _reads(response: httpx.Response) -> AsyncIterator[bytes]:
