@@ -10,6 +10,7 @@ errors are mapped to the httpx ones that mean the same thing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.cookiejar
 import ipaddress
@@ -18,12 +19,13 @@ import ssl
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import aiohttp
 import certifi
 import httpx
+from aiohttp.abc import AbstractStreamWriter
 from httpx import USE_CLIENT_DEFAULT
 
 __all__ = [
@@ -54,6 +56,40 @@ _HANG_UPS = (
 BODY = "chatapp.body"
 
 
+class _BodyWriteTimeout(TimeoutError):
+    """The engine stopped taking the request's body (aiohttp lets a body's TimeoutError
+    through to the waiting request as it is, so it is told apart from a read timeout)."""
+
+
+class _TimedBody(aiohttp.BytesPayload):
+    """A request body whose sending gives up after httpx's write timeout: aiohttp has no
+    write timeout, and an engine that stops reading its request (with a body bigger than the
+    socket buffers) held the request forever. Its read timeout starts once the body is sent."""
+
+    def __init__(self, body: bytes, timeout: float | None) -> None:
+        super().__init__(body)
+        self.write_timeout = timeout
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        async with self._timed():
+            await super().write(writer)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        async with self._timed():
+            await super().write_with_length(writer, content_length)
+
+    @asynccontextmanager
+    async def _timed(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                yield
+        except TimeoutError as exc:
+            message = f"the engine stopped reading the request ({self.write_timeout} s)"
+            raise _BodyWriteTimeout(message) from exc
+
+
 class EngineHungUp(httpx.RemoteProtocolError):
     """The engine closed the connection at once without a byte of answer: it was closing the
     kept-alive connection the request went out on and never saw the request, so sending it
@@ -72,6 +108,8 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
     except aiohttp.ServerDisconnectedError as exc:
         message = "Server disconnected without sending a complete response."
         raise httpx.RemoteProtocolError(message, request=request) from exc
+    except _BodyWriteTimeout as exc:
+        raise httpx.WriteTimeout(str(exc), request=request) from exc
     except TimeoutError as exc:  # reading (aiohttp's read timeouts are TimeoutErrors too)
         raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
     except aiohttp.ClientPayloadError as exc:
@@ -203,7 +241,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 response = await self._client().request(
                     request.method,
                     str(request.url),
-                    data=body or None,
+                    data=_TimedBody(body, timeouts.get("write")) if body else None,
                     headers=headers,
                     allow_redirects=False,
                     timeout=timeout,

@@ -337,3 +337,19 @@ async def test_engine_requests_skip_httpxs_layers_but_asking_for_redirects_takes
     assert [head.split(b" ")[1] for head in heads] == [b"/old", b"/old", b"/new", b"/new"]
     with pytest.raises(RuntimeError, match="closed"):
         await http.post(url, json={})
+
+
+@pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning")  # aiohttp's, > 1 MB
+async def test_an_engine_that_stops_reading_the_request_is_a_write_timeout() -> None:
+    """aiohttp has no write timeout: httpx's is kept while the body goes out (a body bigger
+    than the socket buffers, to an engine that never reads it, used to hang for good)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    timeout = httpx.Timeout(connect=5.0, read=10.0, write=0.5, pool=None)
+    async with serving(handler) as url, engine_client(timeout) as http:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpx.WriteTimeout, match="stopped reading"):
+            await asyncio.wait_for(http.post(url, content=b"x" * 32_000_000), 10)
+        assert asyncio.get_running_loop().time() - started < 5
