@@ -12,7 +12,14 @@ from starlette.types import Receive, Scope, Send
 from chatapp.errors import RequestError
 from server.errors import error_body
 
-__all__ = ["DONE", "SERVER_SEND", "EventStreamResponse", "data_frame", "error_frame"]
+__all__ = [
+    "DONE",
+    "SERVER_SEND",
+    "EventStreamResponse",
+    "data_frame",
+    "error_frame",
+    "until_disconnect",
+]
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -93,19 +100,18 @@ class EventStreamResponse:
                 streamer.cancel()
 
         loop = asyncio.get_running_loop()
-        watcher = loop.create_task(_until_disconnect(receive, leave))
+        watcher = loop.create_task(_call_on_disconnect(receive, leave))
         pinger = loop.create_task(self._keepalives(send_body))
         streaming = True
         try:
             async for frame in self.frames:
                 await send_body({"type": "http.response.body", "body": frame, "more_body": True})
                 self._last_sent = time.monotonic()
-            streaming = False
         except asyncio.CancelledError:
-            streaming = False
             if not client_left or streamer.uncancel() > 0:
                 raise  # someone else's cancellation too (shutdown): it goes on
         finally:
+            # Before any await: a disconnect from here on must not cancel the ending.
             streaming = False
             watcher.cancel()
             await _stop(pinger)
@@ -122,9 +128,14 @@ class EventStreamResponse:
                 self._last_sent = time.monotonic()
 
 
-async def _until_disconnect(receive: Receive, leave: Callable[[], None]) -> None:
+async def until_disconnect(receive: Receive) -> None:
+    """Return once the client has disconnected (request body messages are skipped)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def _call_on_disconnect(receive: Receive, leave: Callable[[], None]) -> None:
+    await until_disconnect(receive)
     leave()
 
 

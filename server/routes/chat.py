@@ -24,7 +24,7 @@ from chatapp.upstreams import ModelPool
 from server.auth import authenticate
 from server.body import read_json
 from server.protocol import ChatRequest, parse_chat_request
-from server.sse import DONE, EventStreamResponse, data_frame, error_frame
+from server.sse import DONE, EventStreamResponse, data_frame, error_frame, until_disconnect
 from server.state import state_of
 
 __all__ = ["chat_completions"]
@@ -134,12 +134,8 @@ class _ClientGone(Exception):
 async def _while_connected(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Await `work`, cancelling it (and so the engine request) if the client disconnects."""
 
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
     work_task = asyncio.ensure_future(work)
-    watch_task = asyncio.ensure_future(disconnected())
+    watch_task = asyncio.ensure_future(until_disconnect(request.receive))
     try:
         await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
