@@ -44,7 +44,7 @@ class ServerConfig:
     keepalive_seconds: float = 10.0
     engine_start_timeout: float = 300.0
     default_tier: str = "free"
-    ledger_flush_seconds: float = 1.0
+    ledger_flush_seconds: float = 30.0
     resume_grace_seconds: float = 10.0
     deleted_retention_days: float = 30.0
     health_check_seconds: float = 5.0

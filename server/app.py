@@ -56,6 +56,9 @@ from server.state import GatewayState
 __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("chatapp.server")
+# SQLite upkeep (a step of search-index merging, a WAL checkpoint) runs this often: small
+# steps keep the WAL short and each checkpoint quick.
+TIDY_SECONDS = 1.0
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -165,9 +168,8 @@ def create_app(
         moderator.observers.append(metrics.observe_moderation)
         metrics.watch(app.state.chatapp)
         announce = asyncio.create_task(_announce_when_ready(supervisors, on_ready))
-        flusher = asyncio.create_task(
-            _maintain_forever(ledger, housekeeper, config.server.ledger_flush_seconds)
-        )
+        flusher = asyncio.create_task(_flush_forever(ledger, config.server.ledger_flush_seconds))
+        tidier = asyncio.create_task(_tidy_forever(housekeeper, TIDY_SECONDS))
         checker = asyncio.create_task(
             check_forever(pools.values(), client, config.server.health_check_seconds)
         )
@@ -179,6 +181,7 @@ def create_app(
         finally:
             announce.cancel()
             flusher.cancel()
+            tidier.cancel()
             checker.cancel()
             await replies.shutdown()  # replies in flight are stored as incomplete
             log.info("shutting down: stopping %d engine(s)", len(supervisors))
@@ -209,8 +212,13 @@ class Gateway(Starlette):
         await super().__call__(scope, receive, send)
 
 
-async def _maintain_forever(ledger: Ledger, housekeeper: Housekeeper, every: float) -> None:
-    """Off the event loop, every round: move outbox rows into the ledger, tidy SQLite."""
+async def _flush_forever(ledger: Ledger, every: float) -> None:
+    """Move outbox rows into the ledger, off the event loop, every `every` seconds.
+
+    Not more often: DuckDB takes the GIL back several times a statement, and each flush held
+    the event loop up for milliseconds (every stream's next token with it). Nothing waits on
+    it: reports flush first, and rows wait safely in the SQLite outbox.
+    """
     while True:
         await asyncio.sleep(every)
         try:
@@ -218,6 +226,12 @@ async def _maintain_forever(ledger: Ledger, housekeeper: Housekeeper, every: flo
         except (OSError, sqlite3.Error, duckdb.Error):
             # The rows stay in the outbox and the next round retries them.
             log.exception("usage ledger: flush failed; will retry")
+
+
+async def _tidy_forever(housekeeper: Housekeeper, every: float) -> None:
+    """Off the event loop: merge the search index a little and checkpoint SQLite's WAL."""
+    while True:
+        await asyncio.sleep(every)
         try:
             await anyio.to_thread.run_sync(housekeeper.tidy)
         except sqlite3.Error:

@@ -17,9 +17,9 @@ from tests.conftest import LiveServer, start_server
 
 def _config(test_config: Path, tmp_path: Path) -> Path:
     """The test config with a flush interval far longer than the test: rows stay in the outbox."""
-    text = test_config.read_text().replace(
-        "ledger_flush_seconds = 1.0", "ledger_flush_seconds = 3600"
-    )
+    shipped = test_config.read_text()
+    text = shipped.replace("ledger_flush_seconds = 30 ", "ledger_flush_seconds = 3600 ")
+    assert text != shipped, "the shipped flush interval moved: update this test"
     path = tmp_path / "models.toml"
     path.write_text(text)
     return path
