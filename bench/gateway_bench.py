@@ -66,6 +66,7 @@ STALL_SPREAD = 1.0
 GATEWAYS = {"default": "default", "no-usage": "no-usage", "tiers": "tiers", "fresh": "default"}
 FLOOR = "bare relay (uvicorn + aiohttp)"  # bench/copier.py: the stack without chatapp
 AGAIN = "direct, again"  # the engine measured a second time in the same rounds: the noise
+NOISE = 0.03  # how far apart two ITL p99s of one engine may be for a run to judge 1.10x
 
 
 @dataclass(frozen=True)
@@ -275,14 +276,18 @@ async def bench_overhead(
 
 def measured_again(direct: Tally, again: Tally, streams: int) -> list[Row]:
     """The engine measured twice in the same rounds: how far two measurements of one thing
-    land apart on this box, against which a ratio to direct can be read."""
+    land apart on this box, against which a ratio to direct can be read. Two ITL p99s more
+    than NOISE apart mean this run cannot tell a 1.10x tail from a 1.00x one."""
     first, second = direct.stats, again.stats
+    itl = second.itl[99] / first.itl[99]
     return [
         Row(f"{streams_of(streams)}, direct measured again", describe(again, cpu=False)),
         Row(
             "  the run's noise: ITL p99, TTFT p99, throughput / the first's",
-            f"{second.itl[99] / first.itl[99]:.2f}x, {second.ttft[99] / first.ttft[99]:.2f}x, "
+            f"{itl:.2f}x, {second.ttft[99] / first.ttft[99]:.2f}x, "
             f"{second.throughput / first.throughput:.3f}x",
+            f"ITL within {1 - NOISE:.2f}-{1 + NOISE:.2f}x",
+            abs(itl - 1) <= NOISE,
         ),
     ]
 
