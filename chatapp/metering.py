@@ -71,10 +71,22 @@ class Meter:
         # Called with every usage event once it is written (metrics, the access log).
         self.observers: list[Callable[[UsageEvent], None]] = []
 
-    def admit(self, principal: Principal, model: ModelConfig, body: Mapping[str, Any]) -> Ticket:
-        """Reserve the request's estimate at every level, or raise RateLimited (recorded)."""
+    def admit(
+        self,
+        principal: Principal,
+        model: ModelConfig,
+        body: Mapping[str, Any],
+        *,
+        request_id: str | None = None,
+    ) -> Ticket:
+        """Reserve the request's estimate at every level, or raise RateLimited (recorded).
+
+        The usage event is filed under `request_id` (the request's own id, so the logs find
+        it), which must be unique: the outbox keeps the first event of an id. Without one,
+        a new id.
+        """
         subjects = self.quotas.subjects(principal, model.name)
-        request_id = f"req_{uuid.uuid4().hex}"
+        request_id = request_id or f"req_{uuid.uuid4().hex}"
         try:
             reservation = self.limiter.admit(model.name, subjects, estimate_tokens(body, model))
         except RateLimited as refused:

@@ -27,6 +27,7 @@ __all__ = [
     "RequestContext",
     "RequestIdFilter",
     "WithRequestId",
+    "made_request_id",
     "note_usage",
     "request_id",
 ]
@@ -34,16 +35,32 @@ __all__ = [
 access_log = logging.getLogger("chatapp.access")
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
+# The id again when the gateway made it (so it is unique), for the records filed under it.
+_made_id: ContextVar[str | None] = ContextVar("made_request_id", default=None)
 _details: ContextVar[dict[str, Any] | None] = ContextVar("request_details", default=None)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({})))
 
 
+def made_request_id() -> str | None:
+    """The request's id if the gateway made it, else None (a client's own id may repeat).
+
+    The request's usage row is filed under it, so an id from the logs or the `x-request-id`
+    header finds the row; a client's id cannot be its key.
+    """
+    return _made_id.get()
+
+
 def note_usage(event: UsageEvent) -> None:
-    """A meter observer: what the request used goes into its access-log line."""
+    """A meter observer: what the request used goes into its access-log line.
+
+    Only its first usage event: a conversation's title, asked for in a task that inherits the
+    request's context, may finish before the reply's request is logged.
+    """
     details = _details.get()
-    if details is not None:
+    if details is not None and "usage_id" not in details:
         details.update(
+            usage_id=event.request_id,
             model=event.model,
             prompt_tokens=event.prompt_tokens,
             completion_tokens=event.completion_tokens,
@@ -64,8 +81,10 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = sent if _SANE_ID.match(sent) else f"req_{uuid.uuid4().hex[:20]}"
+        made = None if _SANE_ID.match(sent) else f"req_{uuid.uuid4().hex[:20]}"
+        rid = made or sent
         id_token = request_id.set(rid)
+        made_token = _made_id.set(made)
         details: dict[str, Any] = {}
         details_token = _details.set(details)
         started = time.monotonic()
@@ -111,6 +130,7 @@ class RequestContext:
                 },
             )
             _details.reset(details_token)
+            _made_id.reset(made_token)
             request_id.reset(id_token)
 
 
@@ -152,7 +172,11 @@ class AccessLines(logging.Formatter):
         outcome = getattr(record, "outcome", None)
         if outcome and outcome != "ok":
             parts.append(f"outcome={outcome}")
-        parts.append(getattr(record, "request_id", "-"))
+        rid = getattr(record, "request_id", "-")
+        usage_id = getattr(record, "usage_id", None)
+        if usage_id and usage_id != rid:  # the client named the request: its row has our id
+            parts.append(f"usage={usage_id}")
+        parts.append(rid)
         return " ".join(parts)
 
 

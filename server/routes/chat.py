@@ -24,6 +24,7 @@ from chatapp.upstreams import ModelPool
 from server.auth import authenticate
 from server.body import read_json
 from server.protocol import ChatRequest, parse_chat_request
+from server.request_log import made_request_id, request_id
 from server.sse import DONE, EventStreamResponse, data_frame, error_frame, until_disconnect
 from server.state import state_of
 
@@ -47,14 +48,20 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
         texts = message_texts(chat.body["messages"])
         blocked, flags = await moderator.check_messages(policy, texts)
         for decision in [*flags, *([blocked] if blocked else [])]:
-            moderator.record(decision, direction="input", principal=principal, model=chat.model)
+            moderator.record(
+                decision,
+                direction="input",
+                principal=principal,
+                model=chat.model,
+                request_id=request_id.get(),
+            )
         if blocked is not None:
             raise content_blocked(blocked)
     # An answer with no max_tokens is capped at the model's output reserve, so the tokens
     # reserved against quotas are the most it can use (set max_tokens for longer answers).
     chat.body.setdefault("max_tokens", pool.model.output_reserve)
     meter = state.meter
-    ticket = meter.admit(principal, pool.model, chat.body)
+    ticket = meter.admit(principal, pool.model, chat.body, request_id=made_request_id())
     # Turns of one conversation go to one upstream while it can take them (prefix cache).
     affinity = affinity_key(chat.body, request.headers.get("x-session-id"))
     try:
@@ -88,7 +95,7 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
     guard = None
     if policy is not None:
         guard = OutputGuard.for_request(
-            moderator, policy, principal=principal, model=chat.model, request_id=ticket.request_id
+            moderator, policy, principal=principal, model=chat.model, request_id=request_id.get()
         )
     if not chat.stream:
         content, status = completion.content, "ok"

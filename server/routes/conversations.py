@@ -29,6 +29,7 @@ from chatapp.upstreams import ModelPool
 from server.auth import authenticate
 from server.body import read_json
 from server.protocol import parse_chat_request
+from server.request_log import made_request_id, request_id
 from server.sse import EventStreamResponse
 from server.state import GatewayState, state_of
 
@@ -240,7 +241,7 @@ async def _start(
         }
     )
     chat.body.setdefault("max_tokens", model.output_reserve)
-    ticket = state.meter.admit(principal, model, chat.body)
+    ticket = state.meter.admit(principal, model, chat.body, request_id=made_request_id())
     cid = conv["id"]
     try:
         with store.db.conn:
@@ -278,7 +279,7 @@ async def _start(
             policy,
             principal=principal,
             model=model.name,
-            request_id=ticket.request_id,
+            request_id=request_id.get(),
             conversation_id=cid,
         )
     reply = Reply(
@@ -340,6 +341,7 @@ async def _check_question(
             principal=principal,
             model=model.name,
             conversation_id=conv["id"],
+            request_id=request_id.get(),
         )
     if blocked is not None:
         with store.db.conn:

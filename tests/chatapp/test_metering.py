@@ -64,3 +64,19 @@ def test_usage_is_not_written_when_recording_is_off(tmp_path: Path) -> None:
     meter.finish(ticket, status="ok", usage={"prompt_tokens": 3}, upstream=None)
     assert db.execute("SELECT count(*) FROM usage_outbox").fetchone()[0] == 0
     assert [event.prompt_tokens for event in seen] == [3]  # metrics still see it
+
+
+def test_a_usage_event_is_filed_under_the_request_id_it_is_given(tmp_path: Path) -> None:
+    config = load_config(shipped_config_path())
+    db = open_database(tmp_path / "chatapp.db")
+    accounts = Accounts(db)
+    user = accounts.ensure_user("u", org_id=accounts.ensure_org("o", tier="free"))
+    principal = accounts.authenticate(accounts.create_key(user).secret)
+    meter = Meter(config, db, Limiter(), Quotas(config, db))
+    model, body = config.models["smollm2"], {"messages": [], "max_tokens": 5}
+    for request_id in ("req_from_the_logs", None, None):
+        ticket = meter.admit(principal, model, body, request_id=request_id)
+        meter.finish(ticket, status="ok", usage={"prompt_tokens": 3}, upstream=None)
+    ids = [row[0] for row in db.execute("SELECT request_id FROM usage_outbox ORDER BY rowid")]
+    assert ids[0] == "req_from_the_logs"
+    assert len(set(ids)) == 3 and all(i.startswith("req_") for i in ids[1:])

@@ -59,6 +59,7 @@ class Api:
             json={"content": content, **body},
         ) as response:
             assert response.status_code == 200, response.read()
+            self.last_request_id = response.headers["x-request-id"]
             return _read(response, stop_after)
 
 
@@ -107,6 +108,8 @@ def test_a_reply_streams_as_named_events_and_is_stored(api: Api) -> None:
         ("assistant", "ok ok ok", "complete"),
     ]
     assert stored[1]["id"] == started["message_id"] == completed["message_id"]
+    # Filed under the id the answer carried (the gateway made it): the logs find the reply.
+    assert stored[1]["request_id"] == api.last_request_id
 
 
 def test_the_second_turn_is_sent_with_the_first(api: Api, scripted: ScriptedUpstream) -> None:

@@ -91,10 +91,14 @@ def test_a_flag_is_recorded_and_the_answer_goes_on(
     server: LiveServer, moderated: tuple[str, openai.OpenAI]
 ) -> None:
     user, client = moderated
-    assert _ask(client, "darn, hello") == "ok"
+    answer = client.chat.completions.with_raw_response.create(
+        model="scripted", messages=[{"role": "user", "content": "darn, hello"}]
+    )
+    assert answer.parse().choices[0].message.content == "ok"
     (flag,) = _log(server, user=user)
     assert (flag["action"], flag["category"]) == ("flag", "mild-language")
     assert flag["direction"] == "input"
+    assert flag["request_id"] == answer.headers["x-request-id"]  # as the logs name it
 
 
 def test_a_streamed_answer_is_cut_before_the_blocked_words(

@@ -91,6 +91,19 @@ def test_the_text_access_log_is_one_plain_line_a_request(server: LiveServer) -> 
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d POST /v1/chat/completions 200 ", line)
     assert "model=scripted" in line and f"+{completion} " in line
     assert line.endswith(" text-trace-9") and secret_words not in out
+    # The client named it, so its usage row has an id of ours (a client's may repeat).
+    assert re.search(r" usage=req_[0-9a-f]{32} ", line)
+    unnamed = httpx.post(
+        f"{server.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": "scripted", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    made = unnamed.headers["x-request-id"]
+    time.sleep(0.3)
+    out = (server.home / "serve.out").read_text()
+    (line,) = [line for line in out.splitlines() if made in line]
+    assert line.endswith(f" {made}") and " usage=" not in line  # one id: the row's too
 
 
 @pytest.fixture(scope="module")
@@ -134,4 +147,18 @@ def test_json_logs_carry_the_request_id_and_never_the_prompt(json_server: LiveSe
     assert entry["status"] == 200 and entry["route"] == "/v1/chat/completions"
     assert entry["model"] == "echo" and entry["completion_tokens"] == 1
     assert entry["duration_ms"] > 0 and {"ts", "level", "message"} <= set(entry)
+    assert re.fullmatch(r"req_[0-9a-f]{32}", entry["usage_id"])
     assert secret_words not in (json_server.home / "serve.out").read_text()
+
+
+def test_a_usage_row_is_filed_under_the_id_the_gateway_gave(json_server: LiveServer) -> None:
+    with openai.OpenAI(base_url=json_server.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
+        answer = sdk.chat.completions.with_raw_response.create(
+            model="echo", messages=[{"role": "user", "content": "hi"}]
+        )
+    made = answer.headers["x-request-id"]
+    assert re.fullmatch(r"req_[0-9a-f]{20}", made)
+    time.sleep(0.3)
+    lines = _json_lines(json_server.home / "serve.out")
+    (entry,) = [line for line in lines if line.get("request_id") == made]
+    assert entry["logger"] == "chatapp.access" and entry["usage_id"] == made
