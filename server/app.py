@@ -209,7 +209,12 @@ class Gateway(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[SERVER_SEND] = send
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # uvicorn's `send` is a method of the request's cycle, which holds this scope: left
+            # here, each request would end as a reference cycle for the garbage collector.
+            del scope[SERVER_SEND]
 
 
 async def _flush_forever(ledger: Ledger, every: float) -> None:
