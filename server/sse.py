@@ -73,7 +73,6 @@ class EventStreamResponse:
             for name, value in (headers or {}).items()
         ]
         self.keepalive = keepalive
-        self._last_sent = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -85,58 +84,93 @@ class EventStreamResponse:
 
     async def _stream(self, receive: Receive, send: Send, send_body: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        self._last_sent = time.monotonic()
-        # Plain asyncio tasks, not an anyio task group: its cancel scopes cost a request
-        # several times what the two tasks do.
-        streamer = asyncio.current_task()
-        assert streamer is not None
-        streaming = client_left = False
-
-        def leave() -> None:
-            """The client disconnected: cancel the frames (and so the upstream request)."""
-            nonlocal client_left
-            if streaming:
-                client_left = True
-                streamer.cancel()
-
-        loop = asyncio.get_running_loop()
-        watcher = loop.create_task(_call_on_disconnect(receive, leave))
-        pinger = loop.create_task(self._keepalives(send_body))
-        streaming = True
+        watch = _Disconnects(receive)
+        keepalives = _KeepAlives(send_body, self.keepalive)
         try:
             async for frame in self.frames:
                 await send_body({"type": "http.response.body", "body": frame, "more_body": True})
-                self._last_sent = time.monotonic()
+                keepalives.last_sent = time.monotonic()
         except asyncio.CancelledError:
-            if not client_left or streamer.uncancel() > 0:
+            if not watch.client_left or watch.streamer.uncancel() > 0:
                 raise  # someone else's cancellation too (shutdown): it goes on
         finally:
-            # Before any await: a disconnect from here on must not cancel the ending.
-            streaming = False
-            watcher.cancel()
-            await _stop(pinger)
-        if not client_left:
+            watch.stop()  # before any await: a disconnect now must not cancel the ending
+            await keepalives.stop()
+        if not watch.client_left:
             await send_body({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _keepalives(self, send_body: Send) -> None:
-        # No lock between frames and keep-alives: uvicorn's send waits for the socket to
-        # drain before it writes, then writes a message whole, so sends never interleave.
-        while True:
-            await asyncio.sleep(max(0.0, self._last_sent + self.keepalive - time.monotonic()))
-            if time.monotonic() - self._last_sent >= self.keepalive:
-                await send_body(_KEEPALIVE_MESSAGE)
-                self._last_sent = time.monotonic()
+
+class _Disconnects:
+    """While a response streams, a client disconnect cancels the streaming task (its frames,
+    and so the upstream request).
+
+    A plain asyncio task, not an anyio task group: its cancel scopes cost a request several
+    times what the task does. An object, not a closure: fewer objects that every open stream
+    holds for the garbage collector to walk.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        streamer = asyncio.current_task()
+        assert streamer is not None
+        self.streamer = streamer
+        self.streaming = True
+        self.client_left = False
+        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        await until_disconnect(receive)
+        if self.streaming:
+            self.client_left = True
+            self.streamer.cancel()
+
+    def stop(self) -> None:
+        self.streaming = False
+        self._task.cancel()
+
+
+class _KeepAlives:
+    """Sends a comment line whenever `every` seconds have passed with nothing sent.
+
+    A timer, not a task per stream: a task and its coroutines are more for the garbage
+    collector to walk at every collection, for each open stream. No lock between frames and
+    keep-alives: uvicorn's send waits for the socket to drain before it writes, then writes a
+    message whole, so sends never interleave.
+    """
+
+    def __init__(self, send: Send, every: float) -> None:
+        self.send = send
+        self.every = every
+        self.last_sent = time.monotonic()
+        self.sending: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(every, self._due)
+
+    def _due(self) -> None:
+        sending = self.sending
+        if sending is not None and sending.done() and sending.exception() is not None:
+            return  # the last one failed: no more, and stop() raises its error
+        wait = self.last_sent + self.every - time.monotonic()
+        if wait <= 0:
+            if sending is None or sending.done():
+                self.sending = self._loop.create_task(self._send())
+            wait = self.every
+        self._timer = self._loop.call_later(wait, self._due)
+
+    async def _send(self) -> None:
+        await self.send(_KEEPALIVE_MESSAGE)
+        self.last_sent = time.monotonic()
+
+    async def stop(self) -> None:
+        """No more keep-alives; one that failed raises its error here."""
+        self._timer.cancel()
+        if self.sending is not None:
+            await _stop(self.sending)
 
 
 async def until_disconnect(receive: Receive) -> None:
     """Return once the client has disconnected (request body messages are skipped)."""
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-async def _call_on_disconnect(receive: Receive, leave: Callable[[], None]) -> None:
-    await until_disconnect(receive)
-    leave()
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+from starlette.types import Message
+
 from server.sse import SERVER_SEND, EventStreamResponse
 
 
@@ -111,3 +114,24 @@ async def test_a_cancelled_request_still_finishes_on_close_then_stays_cancelled(
     await asyncio.wait((call,))
     assert call.cancelled()
     assert closed == ["frames", "metered"]
+
+
+async def test_a_failed_keepalive_fails_the_stream_at_its_end() -> None:
+    """A keep-alive that could not be written is not retried; its error ends the stream."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        await asyncio.sleep(0.2)  # four keep-alive intervals of silence
+        yield b"data: 2\n\n"
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        if message.get("body") == b": keep-alive\n\n":
+            sent.append(message)
+            raise OSError("the socket is gone")
+
+    response = EventStreamResponse(frames(), keepalive=0.05)
+    with pytest.raises(OSError, match="the socket is gone"):
+        await response({"type": "http"}, _receive, send)
+    assert len(sent) == 1
