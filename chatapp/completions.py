@@ -277,6 +277,7 @@ class ChatStream:
         # parsed chunk kept until the next token is freed cold, at several times the cost.
         self._last: str | None = None
         self._model = str(body.get("model", ""))
+        self._sse: tuple[SSELineDecoder, SSEDecoder] | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Each upstream chunk's data, as it arrives; ends with a usage chunk when asked for."""
@@ -296,7 +297,6 @@ class ChatStream:
         # An event stream is UTF-8 whatever its headers say (the SSE spec), so the bytes are
         # decoded here rather than by another of httpx's per-read layers.
         decode = codecs.getincrementaldecoder("utf-8")("replace").decode
-        lines, events = SSELineDecoder(), SSEDecoder()
         try:
             _check_event_stream(self.response)
             ended = done = False
@@ -310,6 +310,7 @@ class ChatStream:
                     try:
                         text = decode(await reads.__anext__())
                     except StopAsyncIteration:  # no [DONE]: what the line decoder still holds
+                        lines, events = self._decoders()
                         new_lines = lines.decode(decode(b"", True)) + lines.flush()
                         done = self._take_events(new_lines, events, batch)
                         ended = True
@@ -318,6 +319,7 @@ class ChatStream:
                         if data is not None:
                             done = self._take_data(data, batch)
                         else:
+                            lines, events = self._decoders()
                             done = self._take_events(lines.decode(text), events, batch)
                             between_events = text.endswith("\n\n")
                 except Exception:
@@ -351,6 +353,14 @@ class ChatStream:
         if self.include_usage and self.usage is None:
             last = _parse_chunk(self._last) if self._last is not None else None
             yield [json.dumps(_usage_chunk(last, self.body, await self.final_usage()))]
+
+    def _decoders(self) -> tuple[SSELineDecoder, SSEDecoder]:
+        """httpx-sse's decoders, made at the first read that is not whole plain events: most
+        streams never need them, and each open stream's objects are walked at every garbage
+        collection."""
+        if self._sse is None:
+            self._sse = SSELineDecoder(), SSEDecoder()
+        return self._sse
 
     def _take_events(self, lines: list[str], events: SSEDecoder, batch: list[str]) -> bool:
         """Add the data of the chunks these lines complete to `batch`; True at [DONE]."""

@@ -43,7 +43,7 @@ from server.metrics import metrics as metrics_route
 from server.request_log import RequestContext, note_usage
 from server.routes import admin, admin_conversations, directory, fleet, sharing
 from server.routes import conversations as conv
-from server.routes.chat import chat_completions
+from server.routes.chat import ChatCompletions
 from server.routes.health import healthz, readyz
 from server.routes.models import list_models
 from server.routes.moderation import moderation_log
@@ -61,7 +61,7 @@ log = logging.getLogger("chatapp.server")
 TIDY_SECONDS = 1.0
 
 routes = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/chat/completions", ChatCompletions(), methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/usage", own_usage, methods=["GET"]),
     Route("/v1/tools", list_tools, methods=["GET"]),

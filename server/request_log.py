@@ -88,28 +88,13 @@ class RequestContext:
         details: dict[str, Any] = {}
         details_token = _details.set(details)
         started = time.monotonic()
-        status = 500
-        streaming = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, streaming
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid.encode("latin-1")))
-                streaming = any(
-                    k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
-                )
-                if streaming:
-                    self.metrics.active_streams.inc()
-                message = {**message, "headers": headers}
-            await send(message)
-
+        sender = _SendWithId(send, rid, self.metrics)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, sender)
         finally:
-            if streaming:
+            if sender.streaming:
                 self.metrics.active_streams.dec()
+            status = sender.status
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             seconds = time.monotonic() - started
             self.metrics.requests.labels(route, details.get("model") or "", str(status)).inc()
@@ -132,6 +117,34 @@ class RequestContext:
             _details.reset(details_token)
             _made_id.reset(made_token)
             request_id.reset(id_token)
+
+
+class _SendWithId:
+    """The request's `send`: adds `x-request-id` to the start and notes the status and whether
+    the answer streams. An object rather than a closure: fewer objects that every open stream
+    holds for the garbage collector to walk."""
+
+    __slots__ = ("metrics", "rid", "send", "status", "streaming")
+
+    def __init__(self, send: Send, rid: str, metrics: GatewayMetrics) -> None:
+        self.send = send
+        self.rid = rid
+        self.metrics = metrics
+        self.status = 500  # until a response starts
+        self.streaming = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = list(message.get("headers", []))
+            headers.append((b"x-request-id", self.rid.encode("latin-1")))
+            self.streaming = any(
+                k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
+            )
+            if self.streaming:
+                self.metrics.active_streams.inc()
+            message = {**message, "headers": headers}
+        await self.send(message)
 
 
 class RequestIdFilter(logging.Filter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Coroutine
@@ -12,10 +13,11 @@ from typing import Any, TypeVar
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatapp.completions import ChatStream
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
+from chatapp.metering import Meter, Ticket
 from chatapp.moderation import OutputGuard, content_blocked, message_texts
 from chatapp.router import affinity_key
 from chatapp.token_count import count_usage
@@ -28,10 +30,21 @@ from server.request_log import made_request_id, request_id
 from server.sse import DONE, EventStreamResponse, data_frame, error_frame, until_disconnect
 from server.state import state_of
 
-__all__ = ["chat_completions"]
+__all__ = ["ChatCompletions", "chat_completions"]
 
 log = logging.getLogger("chatapp.server")
 T = TypeVar("T")
+
+
+class ChatCompletions:
+    """The route as a plain ASGI app, not a function: Starlette wraps a function endpoint in
+    its request/response adapter and a second exception wrapper, layers that every open
+    stream holds to its end (and the garbage collector walks at every collection). Errors
+    still get their answers from the exception wrapper around the router."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await chat_completions(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 async def chat_completions(request: Request) -> Response | ASGIApp:
@@ -105,27 +118,28 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
         meter.finish(ticket, status=status, usage=completion.usage, upstream=upstream)
         return Response(content, media_type="application/json", headers=meter.headers(ticket))
 
-    async def close() -> None:
-        """However the stream ended: close the engine request, then account for it."""
-        usage = None
-        try:
-            await stream.aclose()
-            usage = await stream.final_usage()
-        finally:
-            meter.finish(
-                ticket,
-                status=stream.outcome,
-                usage=usage,
-                upstream=stream.upstream.name,
-                first_token_at=stream.first_token_at,
-            )
-
     return EventStreamResponse(
         _frames(stream, guard),
         keepalive=state.config.server.keepalive_seconds,
-        on_close=close,
+        on_close=functools.partial(_settle, stream, meter, ticket),
         headers=meter.headers(ticket),
     )
+
+
+async def _settle(stream: ChatStream, meter: Meter, ticket: Ticket) -> None:
+    """However the stream ended: close the engine request, then account for it."""
+    usage = None
+    try:
+        await stream.aclose()
+        usage = await stream.final_usage()
+    finally:
+        meter.finish(
+            ticket,
+            status=stream.outcome,
+            usage=usage,
+            upstream=stream.upstream.name,
+            first_token_at=stream.first_token_at,
+        )
 
 
 async def _prompt_usage(pool: ModelPool, chat: ChatRequest) -> dict[str, int]:

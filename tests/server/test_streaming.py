@@ -200,6 +200,12 @@ def test_unknown_route_is_404_in_openai_shape(server: LiveServer) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
+def test_a_get_of_chat_completions_is_405_in_openai_shape(server: LiveServer) -> None:
+    response = httpx.get(f"{server.base_url}/chat/completions", timeout=10)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
 @pytest.mark.parametrize("script", ["script:garbage", "script:cut"])
 def test_a_broken_or_cut_answer_ends_with_an_error_frame_and_done(
     server: LiveServer, script: str
