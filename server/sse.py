@@ -115,7 +115,9 @@ class _Disconnects:
         self.streamer = streamer
         self.streaming = True
         self.client_left = False
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._watch(receive)
+        )
 
     async def _watch(self, receive: Receive) -> None:
         await until_disconnect(receive)
@@ -125,7 +127,12 @@ class _Disconnects:
 
     def stop(self) -> None:
         self.streaming = False
-        self._task.cancel()
+        # The task, once cancelled, keeps its traceback and with it `_watch`'s frame, which
+        # holds this object: let go of it, or each stream would end as a reference cycle
+        # holding the request's whole cycle for the garbage collector.
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
 
 
 class _KeepAlives:
@@ -163,8 +170,9 @@ class _KeepAlives:
     async def stop(self) -> None:
         """No more keep-alives; one that failed raises its error here."""
         self._timer.cancel()
-        if self.sending is not None:
-            await _stop(self.sending)
+        sending, self.sending = self.sending, None  # no cycle through its traceback
+        if sending is not None:
+            await _stop(sending)
 
 
 async def until_disconnect(receive: Receive) -> None:

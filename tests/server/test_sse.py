@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -135,3 +136,20 @@ async def test_a_failed_keepalive_fails_the_stream_at_its_end() -> None:
     with pytest.raises(OSError, match="the socket is gone"):
         await response({"type": "http"}, _receive, send)
     assert len(sent) == 1
+
+
+async def test_a_finished_stream_leaves_no_reference_cycle() -> None:
+    """What a stream made is freed when it ends, not left for the garbage collector: a cycle
+    would hold the request's objects, and every collection would walk them."""
+    gc.collect()
+    gc.disable()
+    try:
+        await EventStreamResponse(_frames(), keepalive=60)(
+            {"type": "http"}, _receive, _recorder([])
+        )
+        for _ in range(3):
+            await asyncio.sleep(0)  # the cancelled disconnect watch finishes
+        left = [o for o in gc.get_objects() if type(o).__module__ == "server.sse"]
+    finally:
+        gc.enable()
+    assert [type(o).__name__ for o in left] == []
