@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chatapp.accounts import Accounts
-from chatapp.config import load_config
+from chatapp.accounts import Accounts, Principal
+from chatapp.config import Config, load_config
 from chatapp.limiter import BucketState, Limiter
 from chatapp.metering import Meter, format_reset, ratelimit_headers
 from chatapp.paths import shipped_config_path
 from chatapp.quotas import Quotas
 from chatapp.store import open_database
+from chatapp.usage import UsageEvent
 
 
-def test_a_failed_usage_write_still_frees_the_reservation(tmp_path: Path) -> None:
-    config = load_config(shipped_config_path())
+def _meter(config: Config, tmp_path: Path) -> tuple[Meter, Principal]:
+    """A meter on a fresh database, and a free-tier user's key to meter."""
     db = open_database(tmp_path / "chatapp.db")
     accounts = Accounts(db)
     user = accounts.ensure_user("u", org_id=accounts.ensure_org("o", tier="free"))
     principal = accounts.authenticate(accounts.create_key(user).secret)
-    meter = Meter(config, db, Limiter(), Quotas(config, db))
+    return Meter(config, db, Limiter(), Quotas(config, db)), principal
+
+
+def test_a_failed_usage_write_still_frees_the_reservation(tmp_path: Path) -> None:
+    config = load_config(shipped_config_path())
+    meter, principal = _meter(config, tmp_path)
+    db = meter.db
     model = config.models["smollm2"]
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
     tickets = [meter.admit(principal, model, body) for _ in range(2)]  # free: 2 streams
@@ -53,12 +60,9 @@ def test_usage_is_not_written_when_recording_is_off(tmp_path: Path) -> None:
 
     shipped = load_config(shipped_config_path())
     config = replace(shipped, server=replace(shipped.server, record_usage=False))
-    db = open_database(tmp_path / "chatapp.db")
-    accounts = Accounts(db)
-    user = accounts.ensure_user("u", org_id=accounts.ensure_org("o", tier="free"))
-    principal = accounts.authenticate(accounts.create_key(user).secret)
-    meter = Meter(config, db, Limiter(), Quotas(config, db))
-    seen = []
+    meter, principal = _meter(config, tmp_path)
+    db = meter.db
+    seen: list[UsageEvent] = []
     meter.observers.append(seen.append)
     ticket = meter.admit(principal, config.models["smollm2"], {"messages": [], "max_tokens": 5})
     meter.finish(ticket, status="ok", usage={"prompt_tokens": 3}, upstream=None)
@@ -68,11 +72,8 @@ def test_usage_is_not_written_when_recording_is_off(tmp_path: Path) -> None:
 
 def test_a_usage_event_is_filed_under_the_request_id_it_is_given(tmp_path: Path) -> None:
     config = load_config(shipped_config_path())
-    db = open_database(tmp_path / "chatapp.db")
-    accounts = Accounts(db)
-    user = accounts.ensure_user("u", org_id=accounts.ensure_org("o", tier="free"))
-    principal = accounts.authenticate(accounts.create_key(user).secret)
-    meter = Meter(config, db, Limiter(), Quotas(config, db))
+    meter, principal = _meter(config, tmp_path)
+    db = meter.db
     model, body = config.models["smollm2"], {"messages": [], "max_tokens": 5}
     for request_id in ("req_from_the_logs", None, None):
         ticket = meter.admit(principal, model, body, request_id=request_id)
