@@ -113,7 +113,6 @@ class _Disconnects:
         streamer = asyncio.current_task()
         assert streamer is not None
         self.streamer = streamer
-        self.streaming = True
         self.client_left = False
         self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._watch(receive)
@@ -121,12 +120,11 @@ class _Disconnects:
 
     async def _watch(self, receive: Receive) -> None:
         await until_disconnect(receive)
-        if self.streaming:
+        if self._task is not None:  # still streaming: stop() lets go of the task
             self.client_left = True
             self.streamer.cancel()
 
     def stop(self) -> None:
-        self.streaming = False
         # The task, once cancelled, keeps its traceback and with it `_watch`'s frame, which
         # holds this object: let go of it, or each stream would end as a reference cycle
         # holding the request's whole cycle for the garbage collector.
