@@ -20,6 +20,7 @@ __all__ = [
     "fidelity",
     "in_service",
     "machine_busy",
+    "machine_stolen",
     "measure",
     "ms",
     "set_rest",
@@ -35,6 +36,7 @@ class Tally:
     seconds: float = 0.0
     cpu: float = 0.0  # the server's CPU seconds (a gateway's or the peer's; none direct)
     emitted: int = 0  # tokens the engine generated for these requests
+    stolen: float = 0.0  # CPU seconds the host took from this VM's cores meanwhile (steal)
     upstream: str | None = None  # after errors: what the gateway says of the engine
 
     @property
@@ -45,6 +47,12 @@ class Tally:
     def cpu_per_1k(self) -> float:
         tokens = sum(s.tokens for s in self.shots)
         return self.cpu / tokens * 1000 if tokens else float("nan")
+
+    @property
+    def stolen_share(self) -> float:
+        """The share of the box's cores the host took while these rounds ran."""
+        cores = self.seconds * (psutil.cpu_count() or 1)
+        return self.stolen / cores if cores else 0.0
 
 
 # A gateway drops its idle engine connections 4 s after use (chatapp/engine_transport.py).
@@ -71,6 +79,13 @@ def machine_busy() -> float:
     return times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0)
 
 
+def machine_stolen() -> float:
+    """CPU seconds the hypervisor has given other guests while this VM's cores wanted to run
+    (steal): the host's own load, invisible to every process here, and the loudest noise in
+    a latency tail. Zero where the kernel does not count it."""
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
+
+
 async def quiet(limit: float = 30.0, window: float = 0.25) -> None:
     """Wait (at most `limit`) until the box is close to idle. A proxy that fell behind a load
     (LiteLLM at 128 streams) works it off after the client is done, and would otherwise take
@@ -93,8 +108,10 @@ async def measure(
         await quiet()
     emitted = metric(engine.root, "vllm:generation_tokens_total")
     cpu = cpu_seconds(server.process)
+    stolen = machine_stolen()
     shots, seconds = await run_shots(server.base_url, spec, api_key=server.key)
     tally.cpu += cpu_seconds(server.process) - cpu
+    tally.stolen += machine_stolen() - stolen
     tally.emitted += int(metric(engine.root, "vllm:generation_tokens_total") - emitted)
     tally.shots += shots
     tally.seconds += seconds
