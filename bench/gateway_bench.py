@@ -9,7 +9,9 @@ the memory count), LiteLLM's proxy over `emu` (bench/litellm_side.py) and a bare
 aiohttp relay over `emu` (bench/copier.py, the stack's floor), then sends the same
 closed-loop loads of single streamed requests (bench/timed_streams.py) straight to the engine
 and through each, rounds interleaved. The load client, the gateways and the engines share this
-box's cores; the machine line says how many, and how busy other processes kept them.
+box's cores; the machine line says how many, and how busy other processes kept them. At 128
+streams the load is measured once more with the proxy alone on a core (bench/cores.py), as on
+a GPU box where nothing else runs on the gateway's cores.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,6 +31,7 @@ import psutil
 import uvicorn
 
 from bench import litellm_side
+from bench.cores import own_core, pinned
 from bench.gateway_fidelity import bench_hold, bench_stall
 from bench.gateway_rows import (
     REST,
@@ -66,6 +70,7 @@ ENGINE_OPTIONS = [f"--ttft-ms={TTFT_MS}", "--capacity=0", "--prefix-cache-blocks
 STALL_SPREAD = 1.0
 GATEWAYS = {"default": "default", "no-usage": "no-usage", "tiers": "tiers", "fresh": "default"}
 FLOOR = "bare relay (uvicorn + aiohttp)"  # bench/copier.py: the stack without chatapp
+OWN_CORE = "on a core of its own"
 AGAIN = "direct, again"  # the engine measured a second time in the same rounds: the noise
 NOISE = 0.03  # how far apart two ITL p99s of one engine may be for a run to judge 1.10x
 # The most of the box's CPU the host may take (steal) in a side's rounds for a run to judge
@@ -80,6 +85,7 @@ class Sizes:
     levels: tuple[tuple[int, int], ...]  # (streams, rounds)
     peer_levels: tuple[int, ...]
     again_levels: tuple[int, ...]  # where direct is measured twice, to show the run's noise
+    own_core_levels: tuple[int, ...]  # measured again with the proxy alone on a core
     per_user: int  # requests each user sends back to back in the overhead loads
     burst_levels: tuple[int, ...]  # N streams started in the same instant
     output_tokens: int
@@ -99,6 +105,7 @@ FULL = Sizes(
     levels=((1, 2), (16, 3), (128, 2), (512, 1)),
     peer_levels=(16, 128),
     again_levels=(128,),
+    own_core_levels=(128,),
     per_user=3,
     burst_levels=(16, 128),
     output_tokens=128,
@@ -118,6 +125,7 @@ QUICK = dataclasses.replace(
     levels=((1, 2), (16, 1), (64, 1)),
     peer_levels=(16,),
     again_levels=(64,),
+    own_core_levels=(64,),
     per_user=2,
     burst_levels=(16,),
     output_tokens=64,
@@ -276,7 +284,50 @@ async def bench_overhead(
         if AGAIN in tallies:
             rows += measured_again(direct, tallies[AGAIN], streams)
             rows.append(host_steal(tallies))
+        if streams in sizes.own_core_levels:
+            rows += await bench_own_core(spec, rounds, engine, gateway, floor)
     return rows
+
+
+async def bench_own_core(
+    spec: Spec, rounds: int, engine: Server, gateway: Server, floor: Server
+) -> list[Row]:
+    """The same load with the proxy alone on a core and the load client and the engine on
+    the others, as on a GPU box where nothing else runs on the gateway's cores: what the
+    gateway adds when it never waits for a core the others hold (bench/cores.py)."""
+    streams = streams_of(spec.concurrency)
+    cores = own_core()
+    if cores is None:
+        return [Row(f"{streams}, the proxy {OWN_CORE}", "not measured: this box has one core")]
+    proxy_cores, rest = cores
+    placement = {os.getpid(): rest, engine.process.pid: rest}
+    placement |= {gateway.process.pid: proxy_cores, floor.process.pid: proxy_cores}
+    sides = {"direct": engine, "chatapp": gateway, FLOOR: floor}
+    with pinned(placement):
+        tallies = await compare(sides, spec, engine, rounds)
+    direct, ours, bare = tallies["direct"], tallies["chatapp"], tallies[FLOOR]
+    where = f"the load client and the engine on core {_listed(rest)}"
+    asked = spec.max_tokens
+    return [
+        Row(f"{streams}, direct, {where}", describe(direct, cpu=False)),
+        *versus_direct(
+            f"chatapp {OWN_CORE} (core {_listed(proxy_cores)})",
+            direct,
+            ours,
+            spec.concurrency,
+            asked,
+        ),
+        *versus_direct(f"{FLOOR} {OWN_CORE}", direct, bare, spec.concurrency, asked, judged=False),
+        Row(
+            "  chatapp's ITL p99 / the bare relay's",
+            f"{ours.stats.itl[99] / bare.stats.itl[99]:.2f}x",
+        ),
+        host_steal(tallies),
+    ]
+
+
+def _listed(cores: set[int]) -> str:
+    return ", ".join(str(core) for core in sorted(cores))
 
 
 def measured_again(direct: Tally, again: Tally, streams: int) -> list[Row]:
@@ -490,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         part = time.perf_counter()
         levels = " and ".join(str(n) for n in sizes.peer_levels)
         again = " and ".join(str(n) for n in sizes.again_levels)
+        own = " and ".join(str(n) for n in sizes.own_core_levels)
         with console.status("gateway overhead..."):
             rows = run(bench_overhead(sizes, emu, gateways["default"], peer, floor))
         print_table(
@@ -499,7 +551,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"uvicorn + aiohttp relay, the floor; N users, each sending "
             f"{sizes.per_user} requests back to back, start over one answer's time "
             f"({answer_seconds(sizes):.2f} s); rounds interleaved ({engine_line}); at {again} "
-            "streams the engine is measured twice, the run's own noise; TTFT and ITL p50 / p99 "
+            "streams the engine is measured twice, the run's own noise, and at "
+            f"{own} again with the proxy alone on a core; TTFT and ITL p50 / p99 "
             f"[{time.perf_counter() - part:.0f} s]",
             rows,
         )
