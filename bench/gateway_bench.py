@@ -76,6 +76,7 @@ NOISE = 0.03  # how far apart two ITL p99s of one engine may be for a run to jud
 # The most of the box's CPU the host may take (steal) in a side's rounds for a run to judge
 # a tail: on the 2-core VM, rounds with 0.0-0.3% measured alike and those at 0.8-6% did not.
 STEAL = 0.005
+CALM_RETRIES = 2  # rounds of one load measured again at most, when the host took STEAL or more
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,36 @@ async def compare(
     return tallies
 
 
+async def compare_calm(
+    sides: dict[str, Server], spec: Spec, engine: Server, rounds: int
+) -> tuple[dict[str, Tally], int]:
+    """As `compare`, but a round in which the host took STEAL or more of the CPU while any
+    side ran is measured again, every side of it (up to CALM_RETRIES times a load), and how
+    many were is returned: on this VM such rounds stretch the tails of whatever ran in them,
+    and a run that kept them could not judge a tail."""
+    tallies = {name: Tally() for name in sides}
+    kept = remeasured = 0
+    while kept < rounds:
+        measured = await compare(sides, spec, engine, rounds=1)
+        sides = dict(reversed(sides.items()))  # no side always runs right after another one
+        stolen = max(tally.stolen_share for tally in measured.values())
+        if stolen >= STEAL and remeasured < CALM_RETRIES:
+            remeasured += 1
+            continue
+        for name, tally in measured.items():
+            tallies[name].add(tally)
+        kept += 1
+    return tallies, remeasured
+
+
+def remeasured_row(count: int) -> Row:
+    return Row(
+        f"  rounds measured again: the host took {STEAL:.1%} or more of the CPU (at most "
+        f"{CALM_RETRIES})",
+        str(count),
+    )
+
+
 async def bench_overhead(
     sizes: Sizes, engine: Server, gateway: Server, peer: Server | None, floor: Server
 ) -> list[Row]:
@@ -265,7 +296,11 @@ async def bench_overhead(
         for server in sides.values():
             if note := await in_service(server, engine.name):
                 rows.append(note)
-        tallies = await compare(sides, spec, engine, rounds)
+        remeasured = None
+        if streams in sizes.again_levels:
+            tallies, remeasured = await compare_calm(sides, spec, engine, rounds)
+        else:
+            tallies = await compare(sides, spec, engine, rounds)
         direct = tallies["direct"]
         rows.append(Row(f"{streams_of(streams)}, direct", describe(direct, cpu=False)))
         for name in sides:
@@ -284,6 +319,8 @@ async def bench_overhead(
         if AGAIN in tallies:
             rows += measured_again(direct, tallies[AGAIN], streams)
             rows.append(host_steal(tallies))
+        if remeasured is not None:
+            rows.append(remeasured_row(remeasured))
         if streams in sizes.own_core_levels:
             rows += await bench_own_core(spec, rounds, engine, gateway, floor)
     return rows
@@ -304,7 +341,7 @@ async def bench_own_core(
     placement |= {gateway.process.pid: proxy_cores, floor.process.pid: proxy_cores}
     sides = {"direct": engine, "chatapp": gateway, FLOOR: floor}
     with pinned(placement):
-        tallies = await compare(sides, spec, engine, rounds)
+        tallies, remeasured = await compare_calm(sides, spec, engine, rounds)
     direct, ours, bare = tallies["direct"], tallies["chatapp"], tallies[FLOOR]
     where = f"the load client and the engine on core {_listed(rest)}"
     asked = spec.max_tokens
@@ -323,6 +360,7 @@ async def bench_own_core(
             f"{ours.stats.itl[99] / bare.stats.itl[99]:.2f}x",
         ),
         host_steal(tallies),
+        remeasured_row(remeasured),
     ]
 
 

@@ -43,6 +43,15 @@ class Tally:
     def stats(self) -> Stats:
         return stats(self.shots, self.seconds)
 
+    def add(self, other: Tally) -> None:
+        """Another round of the same side, counted with these."""
+        self.shots += other.shots
+        self.seconds += other.seconds
+        self.cpu += other.cpu
+        self.emitted += other.emitted
+        self.stolen += other.stolen
+        self.upstream = self.upstream or other.upstream
+
     @property
     def cpu_per_1k(self) -> float:
         tokens = sum(s.tokens for s in self.shots)
