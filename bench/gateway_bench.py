@@ -33,6 +33,7 @@ import uvicorn
 from bench import litellm_side
 from bench.cores import own_core, pinned
 from bench.gateway_fidelity import bench_hold, bench_stall
+from bench.gateway_noise import compare, compare_calm, host_steal, measured_again, remeasured_row
 from bench.gateway_rows import (
     REST,
     Tally,
@@ -72,11 +73,6 @@ GATEWAYS = {"default": "default", "no-usage": "no-usage", "tiers": "tiers", "fre
 FLOOR = "bare relay (uvicorn + aiohttp)"  # bench/copier.py: the stack without chatapp
 OWN_CORE = "on a core of its own"
 AGAIN = "direct, again"  # the engine measured a second time in the same rounds: the noise
-NOISE = 0.03  # how far apart two ITL p99s of one engine may be for a run to judge 1.10x
-# The most of the box's CPU the host may take (steal) in a side's rounds for a run to judge
-# a tail: on the 2-core VM, rounds with 0.0-0.3% measured alike and those at 0.8-6% did not.
-STEAL = 0.005
-CALM_RETRIES = 2  # rounds of one load measured again at most, when the host took STEAL or more
 
 
 @dataclass(frozen=True)
@@ -176,6 +172,12 @@ def versus_direct(
     ]
 
 
+def versus_floor(ours: Tally, bare: Tally) -> Row:
+    """chatapp's tail over the bare relay's in the same rounds: what chatapp itself adds."""
+    ratio = ours.stats.itl[99] / bare.stats.itl[99]
+    return Row("  chatapp's ITL p99 / the bare relay's", f"{ratio:.2f}x")
+
+
 def versus_peer(direct: Tally, ours: Tally, peer: Tally) -> list[Row]:
     """Our overhead over LiteLLM's, three ways: added TTFT, throughput lost, CPU a token."""
     d, o, p = direct.stats, ours.stats, peer.stats
@@ -219,49 +221,6 @@ async def warm_pool(sizes: Sizes, engine: Server, gateway: Server) -> list[Row]:
 def answer_seconds(sizes: Sizes) -> float:
     """How long one answer takes the engine: its TTFT, then every token at the stream rate."""
     return TTFT_MS / 1000 + sizes.output_tokens / RATE
-
-
-async def compare(
-    sides: dict[str, Server], spec: Spec, engine: Server, rounds: int
-) -> dict[str, Tally]:
-    """The same load through each side, `rounds` times, in alternating order."""
-    tallies = {name: Tally() for name in sides}
-    order = list(sides)
-    for _ in range(rounds):
-        for name in order:
-            await measure(sides[name], spec, engine, tallies[name])
-        order.reverse()  # no side always runs right after another one
-    return tallies
-
-
-async def compare_calm(
-    sides: dict[str, Server], spec: Spec, engine: Server, rounds: int
-) -> tuple[dict[str, Tally], int]:
-    """As `compare`, but a round in which the host took STEAL or more of the CPU while any
-    side ran is measured again, every side of it (up to CALM_RETRIES times a load), and how
-    many were is returned: on this VM such rounds stretch the tails of whatever ran in them,
-    and a run that kept them could not judge a tail."""
-    tallies = {name: Tally() for name in sides}
-    kept = remeasured = 0
-    while kept < rounds:
-        measured = await compare(sides, spec, engine, rounds=1)
-        sides = dict(reversed(sides.items()))  # no side always runs right after another one
-        stolen = max(tally.stolen_share for tally in measured.values())
-        if stolen >= STEAL and remeasured < CALM_RETRIES:
-            remeasured += 1
-            continue
-        for name, tally in measured.items():
-            tallies[name].add(tally)
-        kept += 1
-    return tallies, remeasured
-
-
-def remeasured_row(count: int) -> Row:
-    return Row(
-        f"  rounds measured again: the host took {STEAL:.1%} or more of the CPU (at most "
-        f"{CALM_RETRIES})",
-        str(count),
-    )
 
 
 async def bench_overhead(
@@ -312,10 +271,7 @@ async def bench_overhead(
         if "LiteLLM" in tallies:
             rows += versus_peer(direct, tallies["chatapp"], tallies["LiteLLM"])
         if FLOOR in tallies:
-            ours, bare = tallies["chatapp"].stats, tallies[FLOOR].stats
-            rows.append(
-                Row("  chatapp's ITL p99 / the bare relay's", f"{ours.itl[99] / bare.itl[99]:.2f}x")
-            )
+            rows.append(versus_floor(tallies["chatapp"], tallies[FLOOR]))
         if AGAIN in tallies:
             rows += measured_again(direct, tallies[AGAIN], streams)
             rows.append(host_steal(tallies))
@@ -355,10 +311,7 @@ async def bench_own_core(
             asked,
         ),
         *versus_direct(f"{FLOOR} {OWN_CORE}", direct, bare, spec.concurrency, asked, judged=False),
-        Row(
-            "  chatapp's ITL p99 / the bare relay's",
-            f"{ours.stats.itl[99] / bare.stats.itl[99]:.2f}x",
-        ),
+        versus_floor(ours, bare),
         host_steal(tallies),
         remeasured_row(remeasured),
     ]
@@ -366,37 +319,6 @@ async def bench_own_core(
 
 def _listed(cores: set[int]) -> str:
     return ", ".join(str(core) for core in sorted(cores))
-
-
-def measured_again(direct: Tally, again: Tally, streams: int) -> list[Row]:
-    """The engine measured twice in the same rounds: how far two measurements of one thing
-    land apart on this box, against which a ratio to direct can be read. Two ITL p99s more
-    than NOISE apart mean this run cannot tell a 1.10x tail from a 1.00x one."""
-    first, second = direct.stats, again.stats
-    itl = second.itl[99] / first.itl[99]
-    return [
-        Row(f"{streams_of(streams)}, direct measured again", describe(again, cpu=False)),
-        Row(
-            "  the run's noise: ITL p99, TTFT p99, throughput / the first's",
-            f"{itl:.2f}x, {second.ttft[99] / first.ttft[99]:.2f}x, "
-            f"{second.throughput / first.throughput:.3f}x",
-            f"ITL within {1 - NOISE:.2f}-{1 + NOISE:.2f}x",
-            abs(itl - 1) <= NOISE,
-        ),
-    ]
-
-
-def host_steal(tallies: dict[str, Tally]) -> Row:
-    """How much of the box's CPU the host took from it (steal) during each side's rounds: a
-    neighbour's load, seen by no process here, which stretches every tail it lands on."""
-    shares = {name: tally.stolen_share for name, tally in tallies.items()}
-    measured = ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
-    return Row(
-        "  the host's steal of the box's CPU, each side's rounds",
-        measured,
-        f"< {STEAL:.1%} each",
-        max(shares.values()) < STEAL,
-    )
 
 
 async def bench_bursts(

@@ -10,8 +10,8 @@ from typing import Any
 import psutil
 import pytest
 
-from bench import gateway_bench
-from bench.gateway_bench import CALM_RETRIES, STEAL, compare_calm
+from bench import gateway_noise
+from bench.gateway_noise import CALM_RETRIES, STEAL, compare_calm
 from bench.gateway_rows import Tally
 from bench.timed_streams import Shot
 
@@ -36,7 +36,7 @@ def rounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
         share = shares.pop(0)
         return {name: _round(share, len(calls)) for name in sides}
 
-    monkeypatch.setattr(gateway_bench, "compare", compare)
+    monkeypatch.setattr(gateway_noise, "compare", compare)
     yield shares
     assert not shares, "every planned round was measured"
     # The sides take turns at running first, round after round.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from bench.gateway_bench import STEAL, host_steal
+from bench.gateway_noise import STEAL, host_steal
 from bench.gateway_rows import Tally
 
 
