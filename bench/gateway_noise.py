@@ -8,7 +8,16 @@ judged load's round again when the host took CPU during it.
 
 from __future__ import annotations
 
-from bench.gateway_rows import Tally, describe, measure, streams_of
+from bench.gateway_rows import (
+    Tally,
+    added_ttft,
+    describe,
+    itl_ratio,
+    measure,
+    meets_latency_targets,
+    ms,
+    streams_of,
+)
 from bench.report import Row
 from bench.servers import Server
 from bench.timed_streams import Spec
@@ -19,6 +28,7 @@ __all__ = [
     "STEAL",
     "compare",
     "compare_calm",
+    "floor_judges",
     "host_steal",
     "measured_again",
     "remeasured_row",
@@ -102,4 +112,18 @@ def host_steal(tallies: dict[str, Tally]) -> Row:
         measured,
         f"< {STEAL:.1%} each",
         max(shares.values()) < STEAL,
+    )
+
+
+def floor_judges(direct: Tally, floor: Tally) -> Row:
+    """Whether the box can judge a proxy's latency at this load: the bare relay (uvicorn and
+    aiohttp alone, the floor of any gateway on this stack) must meet the targets itself.
+    Where it does not, the load client, the engine and a proxy want more CPU than the box
+    has, and a proxy's tail measures the box (on the 2-core VM, 512 streams)."""
+    added50, added99 = added_ttft(direct, floor)
+    return Row(
+        "  can the box judge it: the bare relay's TTFT added, ITL p99 / direct",
+        f"{ms(added50)} / {ms(added99)} ms, {itl_ratio(direct, floor):.2f}x",
+        "within the targets",
+        meets_latency_targets(direct, floor),
     )
