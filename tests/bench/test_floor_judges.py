@@ -3,10 +3,18 @@ any gateway on this stack, meets the same targets: elsewhere the box set the tai
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from bench import gateway_bench
 from bench.gateway_bench import versus_direct
 from bench.gateway_noise import floor_judges
 from bench.gateway_rows import Tally, meets_latency_targets
-from bench.timed_streams import Shot
+from bench.timed_streams import Shot, Spec
 
 
 def _tally(ttft: float, gap: float, streams: int = 20, tokens: int = 8) -> Tally:
@@ -63,3 +71,51 @@ def test_a_reference_side_is_never_judged() -> None:
     rows = _rows(_tally(ttft=0.200, gap=0.060), judged=False)
     assert rows["TTFT added, p50 / p99"] == ("-", None)
     assert rows["ITL p99 / direct"] == ("-", None)
+
+
+def test_every_load_says_whether_the_box_could_judge_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each load's rounds are measured calm and show the steal; where the floor ran, whether
+    it met the targets; a load where it missed them has no latency verdicts."""
+    floor_tallies = {1: None, 16: _tally(0.051, 0.0204), 512: _tally(0.200, 0.060)}
+    calls = []
+
+    async def compare_calm(
+        sides: dict[str, Any], spec: Spec, engine: Any, rounds: int
+    ) -> tuple[dict[str, Tally], int]:
+        calls.append(spec.concurrency)
+        tallies = {name: _tally(0.052, 0.0202) for name in sides}
+        tallies["direct"] = DIRECT
+        if gateway_bench.FLOOR in sides:
+            bare = floor_tallies[spec.concurrency]
+            assert bare is not None
+            tallies[gateway_bench.FLOOR] = bare
+        return tallies, 1
+
+    async def in_service(server: Any, model: str) -> None:
+        return None
+
+    monkeypatch.setattr(gateway_bench, "compare_calm", compare_calm)
+    monkeypatch.setattr(gateway_bench, "in_service", in_service)
+    sizes = dataclasses.replace(
+        gateway_bench.QUICK,
+        levels=((1, 1), (16, 1), (512, 1)),
+        peer_levels=(),
+        floor_levels=(16, 512),
+        again_levels=(),
+        own_core_levels=(),
+        output_tokens=8,
+    )
+    engine = SimpleNamespace(name="emu")
+    rows = asyncio.run(
+        gateway_bench.bench_overhead(sizes, engine, object(), None, object())  # type: ignore[arg-type]
+    )
+    assert calls == [1, 16, 512]
+    steal = [row for row in rows if "steal" in row.what]
+    again = [row for row in rows if "measured again" in row.what]
+    assert len(steal) == len(again) == 3
+    judges = [row.ok for row in rows if row.what.strip().startswith("can the box judge")]
+    assert judges == [True, False]
+    latency = ("TTFT added, p50 / p99", "ITL p99 / direct")
+    verdicts = [row.ok for row in rows if row.what.strip() in latency]
+    # chatapp at 1 and 16 streams, the relay at 16 (a reference), chatapp and the relay at 512.
+    assert verdicts == [True, True, True, True, None, None, None, None, None, None]
