@@ -92,13 +92,9 @@ async def bench_stall(spec: Spec, engine: Server, burst: Server, gateway: Server
     writer.transport.abort()
     closed = await _settled(gateway.root, "chatapp_active_streams", 0.0, 10)
     await measure(gateway, spec, engine, after)
-    without = Tally(
-        before.shots + after.shots,
-        before.seconds + after.seconds,
-        before.cpu + after.cpu,
-        before.emitted + after.emitted,
-        before.upstream or after.upstream,
-    )
+    without = Tally()
+    for side in (before, after):
+        without.add(side)
     ratio = beside.stats.throughput / without.stats.throughput
     rate = stream_rate(beside.shots) / stream_rate(without.shots)
     n = spec.concurrency
