@@ -51,13 +51,14 @@ from bench.gateway_rows import (
     fidelity,
     in_service,
     itl_ratio,
+    itl_within_target,
     machine_busy,
     machine_stolen,
     measure,
-    meets_latency_targets,
     ms,
     set_rest,
     streams_of,
+    ttft_within_targets,
 )
 from bench.load import run
 from bench.report import Row, console_for, print_facts, print_table
@@ -184,13 +185,13 @@ def versus_direct(
             "  TTFT added, p50 / p99",
             f"{ms(added50)} / {ms(added99)} ms",
             f"< {ADDED_TTFT[0] * 1000:g} / < {ADDED_TTFT[1] * 1000:g} ms" if latency else unjudged,
-            added50 < ADDED_TTFT[0] and added99 < ADDED_TTFT[1] if latency else None,
+            ttft_within_targets(added50, added99) if latency else None,
         ),
         Row(
             "  ITL p99 / direct",
             f"{itl:.2f}x",
             f"<= {ITL_RATIO:.2f}x" if latency else unjudged,
-            itl <= ITL_RATIO if latency else None,
+            itl_within_target(itl) if latency else None,
         ),
         fidelity(via, asked),
     ]
@@ -198,8 +199,7 @@ def versus_direct(
 
 def versus_floor(ours: Tally, bare: Tally) -> Row:
     """chatapp's tail over the bare relay's in the same rounds: what chatapp itself adds."""
-    ratio = ours.stats.itl[99] / bare.stats.itl[99]
-    return Row("  chatapp's ITL p99 / the bare relay's", f"{ratio:.2f}x")
+    return Row("  chatapp's ITL p99 / the bare relay's", f"{itl_ratio(bare, ours):.2f}x")
 
 
 def versus_peer(direct: Tally, ours: Tally, peer: Tally) -> list[Row]:
@@ -285,8 +285,7 @@ async def bench_overhead(
                 rows.append(note)
         tallies, remeasured = await compare_calm(sides, spec, engine, rounds)
         direct = tallies["direct"]
-        bare = tallies.get(FLOOR)
-        box_judges = bare is None or meets_latency_targets(direct, bare)
+        box = floor_judges(direct, tallies[FLOOR]) if FLOOR in tallies else None
         rows.append(Row(f"{streams_of(streams)}, direct", describe(direct, cpu=False)))
         for name in sides:
             if name not in ("direct", AGAIN):
@@ -297,12 +296,12 @@ async def bench_overhead(
                     streams,
                     sizes.output_tokens,
                     judged=name != FLOOR,
-                    latency_judged=box_judges,
+                    latency_judged=box is None or bool(box.ok),
                 )
         if "LiteLLM" in tallies:
             rows += versus_peer(direct, tallies["chatapp"], tallies["LiteLLM"])
-        if bare is not None:
-            rows += [versus_floor(tallies["chatapp"], bare), floor_judges(direct, bare)]
+        if box is not None:
+            rows += [versus_floor(tallies["chatapp"], tallies[FLOOR]), box]
         if AGAIN in tallies:
             rows += measured_again(direct, tallies[AGAIN], streams)
         rows += [host_steal(tallies), remeasured_row(remeasured)]
@@ -328,6 +327,7 @@ async def bench_own_core(
     with pinned(placement):
         tallies, remeasured = await compare_calm(sides, spec, engine, rounds)
     direct, ours, bare = tallies["direct"], tallies["chatapp"], tallies[FLOOR]
+    box = floor_judges(direct, bare)
     where = f"the load client and the engine on core {_listed(rest)}"
     asked = spec.max_tokens
     return [
@@ -338,11 +338,11 @@ async def bench_own_core(
             ours,
             spec.concurrency,
             asked,
-            latency_judged=meets_latency_targets(direct, bare),
+            latency_judged=bool(box.ok),
         ),
         *versus_direct(f"{FLOOR} {OWN_CORE}", direct, bare, spec.concurrency, asked, judged=False),
         versus_floor(ours, bare),
-        floor_judges(direct, bare),
+        box,
         host_steal(tallies),
         remeasured_row(remeasured),
     ]

@@ -23,6 +23,7 @@ __all__ = [
     "fidelity",
     "in_service",
     "itl_ratio",
+    "itl_within_target",
     "machine_busy",
     "machine_stolen",
     "measure",
@@ -30,6 +31,7 @@ __all__ = [
     "ms",
     "set_rest",
     "streams_of",
+    "ttft_within_targets",
 ]
 
 
@@ -84,10 +86,17 @@ def itl_ratio(direct: Tally, via: Tally) -> float:
     return via.stats.itl[99] / direct.stats.itl[99]
 
 
+def ttft_within_targets(added50: float, added99: float) -> bool:
+    return added50 < ADDED_TTFT[0] and added99 < ADDED_TTFT[1]
+
+
+def itl_within_target(ratio: float) -> bool:
+    return ratio <= ITL_RATIO
+
+
 def meets_latency_targets(direct: Tally, via: Tally) -> bool:
-    added50, added99 = added_ttft(direct, via)
-    return (
-        added50 < ADDED_TTFT[0] and added99 < ADDED_TTFT[1] and itl_ratio(direct, via) <= ITL_RATIO
+    return ttft_within_targets(*added_ttft(direct, via)) and itl_within_target(
+        itl_ratio(direct, via)
     )
 
 
