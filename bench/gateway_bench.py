@@ -1,6 +1,6 @@
 """Measure what `chatapp serve` costs a stream, next to LiteLLM's proxy, in one run.
 
-Run as `.venv/bin/python -m bench.gateway_bench` (about twelve minutes on the 2-core VM; add
+Run as `.venv/bin/python -m bench.gateway_bench` (12–20 minutes on the 2-core VM; add
 `--quick` for a smoke run, `--no-litellm` to leave the peer out). It starts emulated engines
 (bench/emulator.py, each its own process: `emu` for the loads, `emu-slow` for the many-streams
 run, `emu-burst` to back a stalled reader up fast), four `chatapp serve` gateways over them
@@ -11,7 +11,8 @@ closed-loop loads of single streamed requests (bench/timed_streams.py) straight 
 and through each, rounds interleaved. The load client, the gateways and the engines share this
 box's cores; the machine line says how many, and how busy other processes kept them. At 128
 streams the load is measured once more with the proxy alone on a core (bench/cores.py), as on
-a GPU box where nothing else runs on the gateway's cores.
+a GPU box where nothing else runs on the gateway's cores. The targets and their verdicts are
+in bench/gateway_verdicts.py; whether a run can judge a tail, in bench/gateway_noise.py.
 """
 
 from __future__ import annotations
@@ -42,24 +43,19 @@ from bench.gateway_noise import (
     remeasured_row,
 )
 from bench.gateway_rows import (
-    ADDED_TTFT,
-    ITL_RATIO,
     REST,
     Tally,
-    added_ttft,
     describe,
     fidelity,
     in_service,
-    itl_ratio,
-    itl_within_target,
     machine_busy,
     machine_stolen,
     measure,
     ms,
     set_rest,
     streams_of,
-    ttft_within_targets,
 )
+from bench.gateway_verdicts import versus_direct, versus_floor, versus_peer
 from bench.load import run
 from bench.report import Row, console_for, print_facts, print_table
 from bench.servers import (
@@ -152,72 +148,6 @@ QUICK = dataclasses.replace(
     hold_direct=False,
     rest=0.0,  # runs too short for rests to be worth their time
 )
-
-
-def versus_direct(
-    name: str,
-    direct: Tally,
-    via: Tally,
-    streams: int,
-    asked: int,
-    judged: bool = True,
-    latency_judged: bool = True,
-) -> list[Row]:
-    """A proxy's rows against direct at one load: throughput, added TTFT, ITL, fidelity;
-    with the targets' verdicts unless it is only a reference (`judged=False`). Its latency
-    is not judged where the bare relay missed the same targets (`latency_judged=False`):
-    there the box, not the proxy, set the tail (gateway_noise.floor_judges)."""
-    ratio = via.stats.throughput / direct.stats.throughput
-    target = {16: 0.99, 128: 0.97}.get(streams) if judged else None
-    added50, added99 = added_ttft(direct, via)
-    itl = itl_ratio(direct, via)
-    latency = judged and latency_judged
-    unjudged = "-" if not judged else "not judged: the floor missed it"
-    return [
-        Row(f"{streams_of(streams)}, {name}", describe(via)),
-        Row(
-            "  throughput / direct",
-            f"{ratio:.3f}x",
-            f">= {target:.2f}x" if target else "-",
-            ratio >= target if target else None,
-        ),
-        Row(
-            "  TTFT added, p50 / p99",
-            f"{ms(added50)} / {ms(added99)} ms",
-            f"< {ADDED_TTFT[0] * 1000:g} / < {ADDED_TTFT[1] * 1000:g} ms" if latency else unjudged,
-            ttft_within_targets(added50, added99) if latency else None,
-        ),
-        Row(
-            "  ITL p99 / direct",
-            f"{itl:.2f}x",
-            f"<= {ITL_RATIO:.2f}x" if latency else unjudged,
-            itl_within_target(itl) if latency else None,
-        ),
-        fidelity(via, asked),
-    ]
-
-
-def versus_floor(ours: Tally, bare: Tally) -> Row:
-    """chatapp's tail over the bare relay's in the same rounds: what chatapp itself adds."""
-    return Row("  chatapp's ITL p99 / the bare relay's", f"{itl_ratio(bare, ours):.2f}x")
-
-
-def versus_peer(direct: Tally, ours: Tally, peer: Tally) -> list[Row]:
-    """Our overhead over LiteLLM's, three ways: added TTFT, throughput lost, CPU a token."""
-    d, o, p = direct.stats, ours.stats, peer.stats
-    rows = []
-    pairs = {
-        "added TTFT p50": (o.ttft[50] - d.ttft[50], p.ttft[50] - d.ttft[50]),
-        "throughput lost": (1 - o.throughput / d.throughput, 1 - p.throughput / d.throughput),
-        "proxy CPU a token": (ours.cpu_per_1k, peer.cpu_per_1k),
-    }
-    for what, (mine, theirs) in pairs.items():
-        if theirs <= 0.001:
-            rows.append(Row(f"  chatapp / LiteLLM, {what}", "n/a (LiteLLM lost ~nothing)"))
-            continue
-        ratio = mine / theirs
-        rows.append(Row(f"  chatapp / LiteLLM, {what}", f"{ratio:.2f}x", "<= 0.50x", ratio <= 0.5))
-    return rows
 
 
 async def warm_pool(sizes: Sizes, engine: Server, gateway: Server) -> list[Row]:

@@ -8,16 +8,8 @@ judged load's round again when the host took CPU during it.
 
 from __future__ import annotations
 
-from bench.gateway_rows import (
-    Tally,
-    added_ttft,
-    describe,
-    itl_ratio,
-    measure,
-    meets_latency_targets,
-    ms,
-    streams_of,
-)
+from bench.gateway_rows import Tally, describe, measure, ms, streams_of
+from bench.gateway_verdicts import added_ttft, itl_ratio, meets_latency_targets
 from bench.report import Row
 from bench.servers import Server
 from bench.timed_streams import Spec

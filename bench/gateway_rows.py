@@ -14,24 +14,17 @@ from bench.servers import Server, cpu_seconds, metric
 from bench.timed_streams import Shot, Spec, Stats, run_shots, stats
 
 __all__ = [
-    "ADDED_TTFT",
-    "ITL_RATIO",
     "REST",
     "Tally",
-    "added_ttft",
     "describe",
     "fidelity",
     "in_service",
-    "itl_ratio",
-    "itl_within_target",
     "machine_busy",
     "machine_stolen",
     "measure",
-    "meets_latency_targets",
     "ms",
     "set_rest",
     "streams_of",
-    "ttft_within_targets",
 ]
 
 
@@ -69,35 +62,6 @@ class Tally:
         """The share of the box's cores the host took while these rounds ran."""
         cores = self.seconds * (psutil.cpu_count() or 1)
         return self.stolen / cores if cores else 0.0
-
-
-# The issue's latency targets for a proxy against the engine direct, at every load.
-ADDED_TTFT = (0.005, 0.020)  # seconds added at p50, at p99
-ITL_RATIO = 1.10  # inter-token p99 through the proxy / direct
-
-
-def added_ttft(direct: Tally, via: Tally) -> tuple[float, float]:
-    """Seconds the proxy added to the time to first token, at p50 and at p99."""
-    d, v = direct.stats, via.stats
-    return v.ttft[50] - d.ttft[50], v.ttft[99] - d.ttft[99]
-
-
-def itl_ratio(direct: Tally, via: Tally) -> float:
-    return via.stats.itl[99] / direct.stats.itl[99]
-
-
-def ttft_within_targets(added50: float, added99: float) -> bool:
-    return added50 < ADDED_TTFT[0] and added99 < ADDED_TTFT[1]
-
-
-def itl_within_target(ratio: float) -> bool:
-    return ratio <= ITL_RATIO
-
-
-def meets_latency_targets(direct: Tally, via: Tally) -> bool:
-    return ttft_within_targets(*added_ttft(direct, via)) and itl_within_target(
-        itl_ratio(direct, via)
-    )
 
 
 # A gateway drops its idle engine connections 4 s after use (chatapp/engine_transport.py).

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from bench import gateway_bench
-from bench.gateway_bench import versus_direct
 from bench.gateway_noise import floor_judges
-from bench.gateway_rows import Tally, meets_latency_targets
+from bench.gateway_rows import Tally
+from bench.gateway_verdicts import meets_latency_targets, versus_direct
 from bench.timed_streams import Shot, Spec
 
 
