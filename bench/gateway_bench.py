@@ -332,11 +332,15 @@ def limiter_active(gateway: Server, model: str) -> bool:
 
 
 async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Server]) -> list[Row]:
-    """The usage ledger on/off and the limiter on/off, as throughput and CPU ratios.
+    """Persistence on/off and the limiter on/off, as throughput and CPU ratios.
 
-    The load is waves of streams that start together, so that every request's admission and
-    accounting (where both features work) is on the path of the others; a few waves and
-    rounds a side, because one burst's throughput varies by several percent run to run.
+    Persistence is measured twice: the usage ledger alone (the API's path), and chats
+    through the conversations API, each user's waves the turns of one conversation, its
+    questions and replies stored in SQLite too (the TUI's path); each against the API with
+    nothing recorded. The load is waves of streams
+    that start together, so that every request's admission and accounting (where the
+    features work) is on the path of the others; a few waves and rounds a side, because one
+    burst's throughput varies by several percent run to run.
     """
     spec = Spec(
         model=engine.name,
@@ -345,13 +349,21 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
         prompt_tokens=sizes.prompt_tokens,
         max_tokens=sizes.output_tokens,
     )
-    names = ["no-usage", "default", "tiers"]
+    sides = {
+        "no-usage": (gateways["no-usage"], spec),
+        "default": (gateways["default"], spec),
+        "chats": (gateways["default"], dataclasses.replace(spec, route="conversation")),
+        "tiers": (gateways["tiers"], spec),
+    }
+    names = list(sides)
     tallies = {name: Tally() for name in names}
-    notes = [note for name in names if (note := await in_service(gateways[name], engine.name))]
+    used = {gateway.name: gateway for gateway, _ in sides.values()}.values()
+    notes = [note for gateway in used if (note := await in_service(gateway, engine.name))]
     for _ in range(sizes.feature_rounds):
         for name in names:
-            await measure(gateways[name], spec, engine, tallies[name])
-        names = names[1:] + names[:1]  # rotated: no gateway runs twice in a row
+            gateway, side = sides[name]
+            await measure(gateway, side, engine, tallies[name])
+        names = names[1:] + names[:1]  # rotated: no side runs twice in a row
     active = await asyncio.to_thread(limiter_active, gateways["tiers"], engine.name)
     load = f"{sizes.feature_streams} streams"
     if sizes.feature_requests > 1:
@@ -360,10 +372,12 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
         *notes,
         Row(f"{load}, record_usage = false, no tiers", describe(tallies["no-usage"])),
         Row(f"{load}, record_usage = true, no tiers", describe(tallies["default"])),
+        Row(f"{load}, chats (conversations API), no tiers", describe(tallies["chats"])),
         Row(f"{load}, record_usage = true, \\[tiers]", describe(tallies["tiers"])),
     ]
     for what, on, off in (
         ("persistence (usage outbox + ledger) on / off", "default", "no-usage"),
+        ("persistence (chats in SQLite + ledger) on / off", "chats", "no-usage"),
         ("rate limiter on / off (\\[tiers] admitting all)", "tiers", "default"),
     ):
         ratio = tallies[on].stats.throughput / tallies[off].stats.throughput

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -34,6 +34,11 @@ class Spec:
 
     `start_spread` starts the users uniformly over that many seconds (seeded, so two runs of
     one spec start alike) instead of all in the same instant.
+
+    `route` "conversation" has each user chat as in the TUI: a conversation made at its first
+    request (titled, so no title request runs), then each request a message in it after the
+    reply before (`POST /v1/conversations/{id}/messages`, streamed, the history sent with it),
+    questions and replies stored in SQLite. "chat" is `POST /v1/chat/completions`.
     """
 
     model: str
@@ -44,6 +49,7 @@ class Spec:
     stream: bool = True
     start_spread: float = 0.0
     seed: int = 1
+    route: Literal["chat", "conversation"] = "chat"
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,18 @@ def prompt(index: int, tokens: int) -> str:
     return (head + body)[: max(len(head), tokens * 4)]
 
 
+def _chat_body(spec: Spec, text: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": spec.model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": spec.max_tokens,
+        "stream": spec.stream,
+    }
+    if spec.stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
 async def _streamed(client: RawClient, body: dict[str, Any], headers: dict[str, str]) -> Shot:
     started = time.perf_counter()
     arrivals: list[float] = []
@@ -102,6 +120,44 @@ async def _streamed(client: RawClient, body: dict[str, Any], headers: dict[str, 
             for choice in chunk.get("choices") or ():
                 if (choice.get("delta") or {}).get("content"):
                     arrivals.append(time.perf_counter())
+    except HttpError as exc:
+        error = str(exc)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return Shot(started, time.perf_counter(), tuple(arrivals), len(arrivals), error)
+
+
+async def _new_chat(client: httpx.AsyncClient, spec: Spec, headers: dict[str, str]) -> str:
+    """A titled conversation (so no title request runs); HttpError saying why if refused."""
+    try:
+        answer = await client.post(
+            "conversations", json={"title": "bench", "model": spec.model}, headers=headers
+        )
+        if answer.status_code == 201:
+            return str(answer.json()["id"])
+        failure = f"HTTP {answer.status_code}: {answer.text[:300]}"
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+    raise HttpError(f"making a conversation: {failure}")
+
+
+async def _conversed(
+    client: RawClient, conversation: str, body: dict[str, Any], headers: dict[str, str]
+) -> Shot:
+    """One message to a conversation; its reply's token.delta events are the tokens."""
+    started = time.perf_counter()
+    arrivals: list[float] = []
+    error: str | None = None
+    path = f"/conversations/{conversation}/messages"
+    try:
+        async for data in client.stream(path, body, headers):
+            event = json.loads(data)
+            if event.get("text"):  # token.delta
+                arrivals.append(time.perf_counter())
+            elif "code" in event:  # error
+                error = f"error event: {str(event.get('message'))[:200]}"
+            elif event.get("status", "complete") != "complete":  # message.completed
+                error = error or f"reply {event['status']}"
     except HttpError as exc:
         error = str(exc)
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -145,19 +201,23 @@ async def run_shots(
     async def user(delay: float) -> None:
         await asyncio.sleep(delay)
         raw = RawClient(base_url)
+        chat: str | None = None  # the user's conversation, made at its first request
         try:
             while (index := next(pending, None)) is not None:
-                body: dict[str, Any] = {
-                    "model": spec.model,
-                    "messages": [{"role": "user", "content": prompt(index, spec.prompt_tokens)}],
-                    "max_tokens": spec.max_tokens,
-                    "stream": spec.stream,
-                }
-                if spec.stream:
-                    body["stream_options"] = {"include_usage": True}
-                    shot = await _streamed(raw, body, headers)
+                text = prompt(index, spec.prompt_tokens)
+                if spec.route == "conversation":
+                    message = {"content": text, "max_tokens": spec.max_tokens}
+                    try:
+                        chat = chat or await _new_chat(shared, spec, headers)
+                    except HttpError as exc:
+                        now = time.perf_counter()
+                        shot = Shot(now, now, error=str(exc))
+                    else:
+                        shot = await _conversed(raw, chat, message, headers)
+                elif spec.stream:
+                    shot = await _streamed(raw, _chat_body(spec, text), headers)
                 else:
-                    shot = await _unstreamed(shared, body, headers)
+                    shot = await _unstreamed(shared, _chat_body(spec, text), headers)
                 shots.append(shot)
                 if on_shot is not None:
                     on_shot(shot)

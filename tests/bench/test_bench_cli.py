@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
-from bench.emulator import EngineProfile, serve_in_thread
 from chatapp.engines.supervisor import free_port
 from cli.main import app
-from tests.conftest import ADMIN_KEY, LiveServer, start_server
+from tests.conftest import ADMIN_KEY, LiveServer
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`chatapp serve` whose only model is a node: a fast emulator on a thread of this process."""
-    profile = EngineProfile(model="emu", ttft_ms=5, tokens_per_second=400)
-    with serve_in_thread(profile, free_port()) as engine_url:
-        config = tmp_path_factory.mktemp("config") / "models.toml"
-        config.write_text(f'[models.emu]\n[[models.emu.nodes]]\nurl = "{engine_url}"\n')
-        live = start_server(tmp_path_factory.mktemp("home"), config)
-        try:
-            live.wait_ready(timeout=60)
-            yield live
-        finally:
-            live.stop()
 
 
 def test_bench_reports_every_request_as_json(gateway: LiveServer) -> None:
