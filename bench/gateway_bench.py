@@ -66,7 +66,7 @@ from bench.servers import (
     start_engines,
     start_gateways,
 )
-from bench.timed_streams import Spec, run_shots
+from bench.timed_streams import Spec, new_chats, run_shots
 
 TTFT_MS = 50
 RATE = 50.0  # tokens a second, each stream of `emu`
@@ -335,9 +335,10 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
     """Persistence on/off and the limiter on/off, as throughput and CPU ratios.
 
     Persistence is measured twice: the usage ledger alone (the API's path), and chats
-    through the conversations API, each user's waves the turns of one conversation, its
-    questions and replies stored in SQLite too (the TUI's path); each against the API with
-    nothing recorded. The load is waves of streams
+    through the conversations API, each user's waves the turns of one conversation (opened
+    before the clock starts, as a chat is opened before its first question), its questions
+    and replies stored in SQLite too (the TUI's path); each against the API with nothing
+    recorded. The load is waves of streams
     that start together, so that every request's admission and accounting (where the
     features work) is on the path of the others; a few waves and rounds a side, because one
     burst's throughput varies by several percent run to run.
@@ -362,6 +363,9 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
     for _ in range(sizes.feature_rounds):
         for name in names:
             gateway, side = sides[name]
+            if side.route == "conversation":  # opened before, as a user opens a new chat
+                made = await new_chats(gateway.base_url, side, api_key=gateway.key)
+                side = dataclasses.replace(side, conversations=made)
             await measure(gateway, side, engine, tallies[name])
         names = names[1:] + names[:1]  # rotated: no side runs twice in a row
     active = await asyncio.to_thread(limiter_active, gateways["tiers"], engine.name)

@@ -35,10 +35,11 @@ class Spec:
     `start_spread` starts the users uniformly over that many seconds (seeded, so two runs of
     one spec start alike) instead of all in the same instant.
 
-    `route` "conversation" has each user chat as in the TUI: a conversation made at its first
-    request (titled, so no title request runs), then each request a message in it after the
-    reply before (`POST /v1/conversations/{id}/messages`, streamed, the history sent with it),
-    questions and replies stored in SQLite. "chat" is `POST /v1/chat/completions`.
+    `route` "conversation" has each user chat as in the TUI, in a conversation of its own
+    (`conversations`, the i-th user's i-th; made by `new_chats`, or by run_shots before it
+    starts the clock): each request a message after the reply before (`POST
+    /v1/conversations/{id}/messages`, streamed, the history sent with it), questions and
+    replies stored in SQLite. "chat" is `POST /v1/chat/completions`.
     """
 
     model: str
@@ -50,6 +51,7 @@ class Spec:
     start_spread: float = 0.0
     seed: int = 1
     route: Literal["chat", "conversation"] = "chat"
+    conversations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,18 +129,23 @@ async def _streamed(client: RawClient, body: dict[str, Any], headers: dict[str, 
     return Shot(started, time.perf_counter(), tuple(arrivals), len(arrivals), error)
 
 
-async def _new_chat(client: httpx.AsyncClient, spec: Spec, headers: dict[str, str]) -> str:
-    """A titled conversation (so no title request runs); HttpError saying why if refused."""
-    try:
-        answer = await client.post(
-            "conversations", json={"title": "bench", "model": spec.model}, headers=headers
-        )
-        if answer.status_code == 201:
-            return str(answer.json()["id"])
-        failure = f"HTTP {answer.status_code}: {answer.text[:300]}"
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        failure = f"{type(exc).__name__}: {exc}"
-    raise HttpError(f"making a conversation: {failure}")
+async def new_chats(base_url: str, spec: Spec, api_key: str | None = None) -> tuple[str, ...]:
+    """A conversation for each user of a load (titled, so no title request runs), as a user
+    opens a new chat before typing in it; HttpError saying why if the server refuses one."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    made: list[str] = []
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", timeout=30) as client:
+        for _ in range(spec.concurrency):
+            try:
+                answer = await client.post(
+                    "conversations", json={"title": "bench", "model": spec.model}, headers=headers
+                )
+                if answer.status_code != 201:
+                    raise HttpError(f"HTTP {answer.status_code}: {answer.text[:300]}")
+                made.append(str(answer.json()["id"]))
+            except (httpx.HTTPError, HttpError, ValueError, KeyError, TypeError) as exc:
+                raise HttpError(f"making a conversation: {exc}") from exc
+    return tuple(made)
 
 
 async def _conversed(
@@ -189,6 +196,9 @@ async def run_shots(
     on_shot: Callable[[Shot], None] | None = None,
 ) -> tuple[list[Shot], float]:
     """Run the load against a /v1 base URL: every request's Shot, and the wall seconds."""
+    chats = spec.conversations
+    if spec.route == "conversation" and len(chats) < spec.concurrency:
+        chats = await new_chats(base_url, spec, api_key)
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     pending = iter(range(spec.requests))
     shots: list[Shot] = []
@@ -198,22 +208,15 @@ async def run_shots(
     timeout = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=None)
     shared = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", limits=limits, timeout=timeout)
 
-    async def user(delay: float) -> None:
+    async def user(number: int, delay: float) -> None:
         await asyncio.sleep(delay)
         raw = RawClient(base_url)
-        chat: str | None = None  # the user's conversation, made at its first request
         try:
             while (index := next(pending, None)) is not None:
                 text = prompt(index, spec.prompt_tokens)
                 if spec.route == "conversation":
                     message = {"content": text, "max_tokens": spec.max_tokens}
-                    try:
-                        chat = chat or await _new_chat(shared, spec, headers)
-                    except HttpError as exc:
-                        now = time.perf_counter()
-                        shot = Shot(now, now, error=str(exc))
-                    else:
-                        shot = await _conversed(raw, chat, message, headers)
+                    shot = await _conversed(raw, chats[number], message, headers)
                 elif spec.stream:
                     shot = await _streamed(raw, _chat_body(spec, text), headers)
                 else:
@@ -226,7 +229,7 @@ async def run_shots(
 
     started = time.perf_counter()
     try:
-        await asyncio.gather(*(user(d) for d in delays))
+        await asyncio.gather(*(user(number, d) for number, d in enumerate(delays)))
     finally:
         await shared.aclose()
     return shots, time.perf_counter() - started

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 
 import httpx
+import pytest
 
-from bench.timed_streams import Spec, run_shots
+from bench.load import HttpError
+from bench.timed_streams import Spec, new_chats, run_shots
 from tests.conftest import ADMIN_KEY, LiveServer
 
 
@@ -35,10 +38,22 @@ def test_each_user_chats_in_a_conversation_of_its_own(gateway: LiveServer) -> No
     assert all(later > earlier + 8 for p in prompts for earlier, later in itertools.pairwise(p))
 
 
-def test_a_chat_that_cannot_start_is_an_error_not_a_crash(gateway: LiveServer) -> None:
+def test_a_chat_that_cannot_start_says_why(gateway: LiveServer) -> None:
     spec = Spec(model="nope", concurrency=2, requests=2, max_tokens=4, route="conversation")
-    shots, _ = asyncio.run(run_shots(gateway.base_url, spec, api_key=ADMIN_KEY))
-    assert len(shots) == 2
-    for shot in shots:
-        assert shot.error is not None and shot.error.startswith("making a conversation: HTTP 4")
-        assert shot.tokens == 0
+    with pytest.raises(HttpError, match="making a conversation: HTTP 4"):
+        asyncio.run(run_shots(gateway.base_url, spec, api_key=ADMIN_KEY))
+
+
+def test_chats_made_beforehand_are_used(gateway: LiveServer) -> None:
+    spec = Spec(model="emu", concurrency=2, requests=4, max_tokens=4, route="conversation")
+    made = asyncio.run(new_chats(gateway.base_url, spec, api_key=ADMIN_KEY))
+    assert len(made) == 2
+    ready = dataclasses.replace(spec, conversations=made)
+    shots, _ = asyncio.run(run_shots(gateway.base_url, ready, api_key=ADMIN_KEY))
+    assert [shot.error for shot in shots] == [None] * 4
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    turns = [
+        httpx.get(f"{gateway.base_url}/conversations/{c}/messages", headers=headers).json()
+        for c in made
+    ]
+    assert sum(len(t["data"]) for t in turns) == 8  # a question and a reply a request
