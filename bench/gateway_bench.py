@@ -338,10 +338,12 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
     through the conversations API, each user's waves the turns of one conversation (opened
     before the clock starts, as a chat is opened before its first question), its questions
     and replies stored in SQLite too (the TUI's path); each against the API with nothing
-    recorded. The load is waves of streams
-    that start together, so that every request's admission and accounting (where the
-    features work) is on the path of the others; a few waves and rounds a side, because one
-    burst's throughput varies by several percent run to run.
+    recorded. The load is waves of streams that start together, so that every request's
+    admission and accounting (where the features work) is on the path of the others; a few
+    waves and rounds a side, because one burst's throughput varies by several percent run to
+    run. Chats are measured once more with the users' first turns spread over one answer's
+    time, as people's turns arrive (the overhead loads' shape): how a chat turn's start and
+    end queue behind 127 others is most of what the waves measure.
     """
     spec = Spec(
         model=engine.name,
@@ -350,11 +352,15 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
         prompt_tokens=sizes.prompt_tokens,
         max_tokens=sizes.output_tokens,
     )
+    chats = dataclasses.replace(spec, route="conversation")
+    spread = answer_seconds(sizes)
     sides = {
         "no-usage": (gateways["no-usage"], spec),
         "default": (gateways["default"], spec),
-        "chats": (gateways["default"], dataclasses.replace(spec, route="conversation")),
+        "chats": (gateways["default"], chats),
         "tiers": (gateways["tiers"], spec),
+        "no-usage, spread": (gateways["no-usage"], dataclasses.replace(spec, start_spread=spread)),
+        "chats, spread": (gateways["default"], dataclasses.replace(chats, start_spread=spread)),
     }
     names = list(sides)
     tallies = {name: Tally() for name in names}
@@ -372,16 +378,20 @@ async def bench_features(sizes: Sizes, engine: Server, gateways: dict[str, Serve
     load = f"{sizes.feature_streams} streams"
     if sizes.feature_requests > 1:
         load += f" x {sizes.feature_requests} waves"
+    spread_load = f"{sizes.feature_streams} streams, first turns over {spread:.1f} s"
     rows = [
         *notes,
         Row(f"{load}, record_usage = false, no tiers", describe(tallies["no-usage"])),
         Row(f"{load}, record_usage = true, no tiers", describe(tallies["default"])),
         Row(f"{load}, chats (conversations API), no tiers", describe(tallies["chats"])),
         Row(f"{load}, record_usage = true, \\[tiers]", describe(tallies["tiers"])),
+        Row(f"{spread_load}, record_usage = false", describe(tallies["no-usage, spread"])),
+        Row(f"{spread_load}, chats (conversations API)", describe(tallies["chats, spread"])),
     ]
     for what, on, off in (
         ("persistence (usage outbox + ledger) on / off", "default", "no-usage"),
         ("persistence (chats in SQLite + ledger) on / off", "chats", "no-usage"),
+        ("the same, turns spread over an answer's time", "chats, spread", "no-usage, spread"),
         ("rate limiter on / off (\\[tiers] admitting all)", "tiers", "default"),
     ):
         ratio = tallies[on].stats.throughput / tallies[off].stats.throughput
