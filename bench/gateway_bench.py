@@ -1,6 +1,6 @@
 """Measure what `chatapp serve` costs a stream, next to LiteLLM's proxy, in one run.
 
-Run as `.venv/bin/python -m bench.gateway_bench` (12–20 minutes on the 2-core VM; add
+Run as `.venv/bin/python -m bench.gateway_bench` (15–23 minutes on the 2-core VM; add
 `--quick` for a smoke run, `--no-litellm` to leave the peer out). It starts emulated engines
 (bench/emulator.py, each its own process: `emu` for the loads, `emu-slow` for the many-streams
 run, `emu-burst` to back a stalled reader up fast), four `chatapp serve` gateways over them
