@@ -101,7 +101,7 @@ def versus_peer(direct: Tally, ours: Tally, peer: Tally) -> list[Row]:
     d, o, p = direct.stats, ours.stats, peer.stats
     rows = []
     pairs = {
-        "added TTFT p50": (o.ttft[50] - d.ttft[50], p.ttft[50] - d.ttft[50]),
+        "added TTFT p50": (added_ttft(direct, ours)[0], added_ttft(direct, peer)[0]),
         "throughput lost": (1 - o.throughput / d.throughput, 1 - p.throughput / d.throughput),
         "proxy CPU a token": (ours.cpu_per_1k, peer.cpu_per_1k),
     }
