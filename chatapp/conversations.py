@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from chatapp.errors import InvalidRequest, NotFound
+from chatapp.group_commit import GroupCommit
 from chatapp.ids import new_id
 from chatapp.tools import TOOLS
 
@@ -164,6 +165,9 @@ class ConversationStore:
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
+        # A chat turn's two transactions (its start, and its reply with the usage row) go
+        # through this: turns that start or end together share a commit.
+        self.group_commit = GroupCommit(db.conn)
 
     # Conversations -----------------------------------------------------------------------
 

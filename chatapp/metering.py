@@ -231,11 +231,14 @@ class Meter:
         first_token_at: float | None = None,
         conversation_id: str | None = None,
         also: Callable[[sqlite3.Connection], None] | None = None,
+        conn: sqlite3.Connection | None = None,
     ) -> None:
         """Settle the reservation with the real tokens and write the usage event, once.
 
         `also` runs in the same SQLite transaction as the usage row (the assistant message of a
-        conversation), so the two are stored together or not at all.
+        conversation), so the two are stored together or not at all. With `conn`, they are
+        written in the transaction its caller holds open (chatapp.group_commit), and a failed
+        write raises to that caller; without, in one of their own, and a failure is logged.
 
         The settle comes first and cannot be skipped: a failed write must never leave a
         reservation (and its concurrent-stream slot) held forever.
@@ -256,6 +259,7 @@ class Meter:
             latency=(time.monotonic() - ticket.started) * 1000,
             conversation_id=conversation_id,
             also=also,
+            conn=conn,
         )
 
     def _record(
@@ -271,6 +275,7 @@ class Meter:
         latency: float | None,
         conversation_id: str | None,
         also: Callable[[sqlite3.Connection], None] | None = None,
+        conn: sqlite3.Connection | None = None,
     ) -> UsageEvent:
         prompt, completion, cached = _usage_numbers(usage)
         event = UsageEvent(
@@ -290,22 +295,33 @@ class Meter:
             status=status,
             cost=UsageEvent.price(model.pricing, prompt, completion),
         )
-        try:
-            with self.db.conn:
-                if also is not None:
-                    also(self.db.conn)
-                if self.config.server.record_usage:
-                    write_outbox(self.db.conn, event)
-        except sqlite3.Error:
-            # The answer has been served; losing its usage row is bad, failing the client
-            # for it would be worse. Loud, so an operator sees it.
-            log.exception("usage event %s could not be written: %s", request_id, event)
+        if conn is not None:
+            self._write(conn, event, also)
+        else:
+            try:
+                with self.db.conn:
+                    self._write(self.db.conn, event, also)
+            except sqlite3.Error:
+                # The answer has been served; losing its usage row is bad, failing the client
+                # for it would be worse. Loud, so an operator sees it.
+                log.exception("usage event %s could not be written: %s", request_id, event)
         for observe in self.observers:
             try:
                 observe(event)
             except Exception:  # noqa: BLE001 - an observer's bug must not fail the request
                 log.exception("usage observer failed")
         return event
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        event: UsageEvent,
+        also: Callable[[sqlite3.Connection], None] | None,
+    ) -> None:
+        if also is not None:
+            also(conn)
+        if self.config.server.record_usage:
+            write_outbox(conn, event)
 
 
 def _usage_numbers(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:

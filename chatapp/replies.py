@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,8 @@ from chatapp.tools import TOOLS, ToolContext, run_tool
 from chatapp.upstreams import ModelPool
 
 __all__ = ["Reply", "produce_reply"]
+
+log = logging.getLogger("chatapp.replies")
 
 # How a stored reply's status reads in the usage ledger.
 _LEDGER_STATUS = {
@@ -231,15 +235,24 @@ async def _store(
             request_id=reply.ticket.request_id,
         )
 
-    meter.finish(
-        reply.ticket,
-        status=_LEDGER_STATUS[status],
-        usage=usage,
-        upstream=stream.upstream.name if stream else None,
-        first_token_at=first_token_at,
-        conversation_id=reply.conversation_id,
-        also=save,
-    )
+    def settle(conn: sqlite3.Connection) -> None:
+        meter.finish(
+            reply.ticket,
+            status=_LEDGER_STATUS[status],
+            usage=usage,
+            upstream=stream.upstream.name if stream else None,
+            first_token_at=first_token_at,
+            conversation_id=reply.conversation_id,
+            also=save,
+            conn=conn,
+        )
+
+    try:
+        await store.group_commit.run(settle)
+    except sqlite3.Error:
+        # The answer has been served; it stays `streaming` in the store, and the restart
+        # marks it incomplete. Loud, so an operator sees it.
+        log.exception("reply %s and its usage row could not be stored", reply.reply_id)
     generation.publish(
         "message.completed",
         {

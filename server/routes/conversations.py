@@ -243,28 +243,33 @@ async def _start(
     chat.body.setdefault("max_tokens", model.output_reserve)
     ticket = state.meter.admit(principal, model, chat.body, request_id=made_request_id())
     cid = conv["id"]
-    try:
-        with store.db.conn:
-            user_message_id = None
-            if content is not None:
-                user_message_id = store.add_message(
-                    cid, parent_id=parent_id, role="user", content=content, conn=store.db.conn
-                )
-            reply_id = store.add_message(
-                cid,
-                parent_id=user_message_id or parent_id,
-                role="assistant",
-                content="",
-                status="streaming",
-                model=model.name,
-                conn=store.db.conn,
+
+    def store_turn(conn: sqlite3.Connection) -> tuple[str | None, str]:
+        """The question (none when regenerating) and an empty reply to stream into."""
+        user_message_id = None
+        if content is not None:
+            user_message_id = store.add_message(
+                cid, parent_id=parent_id, role="user", content=content, conn=conn
             )
-            if key:
-                store.remember(
-                    store.db.conn, principal.user_id, key, cid, user_message_id or "", reply_id
-                )
+        reply_id = store.add_message(
+            cid,
+            parent_id=user_message_id or parent_id,
+            role="assistant",
+            content="",
+            status="streaming",
+            model=model.name,
+            conn=conn,
+        )
+        if key:
+            store.remember(conn, principal.user_id, key, cid, user_message_id or "", reply_id)
+        return user_message_id, reply_id
+
+    try:
+        user_message_id, reply_id = await store.group_commit.run(store_turn)
     except BaseException as exc:
-        # Nothing was stored (the transaction rolled back): give the reservation back.
+        # Nothing was stored (the turn's writes rolled back): give the reservation back. A
+        # cancellation (a shutdown) can come after the commit; the restart then marks the
+        # empty reply incomplete.
         state.meter.finish(ticket, status="error", usage=None, upstream=None)
         earlier = store.recall(principal.user_id, key) if key else None
         if isinstance(exc, sqlite3.IntegrityError) and earlier is not None:

@@ -1,0 +1,86 @@
+"""Group commit: writes asked for in the same turn of the event loop share one transaction.
+
+A chat turn's commit costs more than its writes: the WAL frames, the file locks, and a new
+segment of the search index, which the housekeeper then has to merge. When many turns start
+or end together (a class pressing enter at once, or answers of the same length ending in
+step), each one committing alone queues every turn behind all the others' commits. Here
+each write runs in a savepoint of one shared transaction, so one that fails is rolled back
+alone, and nobody hears back before the commit that makes their write durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["GroupCommit"]
+
+T = TypeVar("T")
+
+_Work = Callable[[sqlite3.Connection], Any]
+
+
+class GroupCommit:
+    """Runs write functions on one connection, those of one loop turn in one transaction.
+
+    Every writer of the connection on the event loop may use it or not: a batch runs in one
+    synchronous callback, so it never interleaves with a plain `with conn:` block.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._pending: list[tuple[_Work, asyncio.Future[Any]]] = []
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(conn)` inside the shared transaction; its result once committed.
+
+        `work` must not commit or open a transaction itself (no `with conn:`). If it raises,
+        its writes are undone and the error is raised here; if the commit fails, every write
+        of the batch is undone and each caller gets that error. A caller cancelled before the
+        batch runs has its work skipped.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._commit)
+        self._pending.append((work, future))
+        return await future
+
+    def _commit(self) -> None:
+        batch = [(work, future) for work, future in self._pending if not future.done()]
+        self._pending = []
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.conn:
+                if not self.conn.in_transaction:
+                    # Or the first savepoint would begin the transaction, and its release
+                    # commit it.
+                    self.conn.execute("BEGIN IMMEDIATE")
+                for work, _ in batch:
+                    outcomes.append(self._attempt(work))
+        except Exception as exc:  # the commit itself (busy, disk full): nothing was stored
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (stored, value), (_, future) in zip(outcomes, batch, strict=True):
+            if future.done():
+                continue  # its caller gave up after the batch began; the write stands
+            if stored:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def _attempt(self, work: _Work) -> tuple[bool, Any]:
+        """One write in its own savepoint: (True, result), or (False, error) rolled back."""
+        self.conn.execute("SAVEPOINT group_commit")
+        try:
+            result = work(self.conn)
+        except Exception as exc:
+            self.conn.execute("ROLLBACK TO group_commit")
+            self.conn.execute("RELEASE group_commit")
+            return False, exc
+        self.conn.execute("RELEASE group_commit")
+        return True, result

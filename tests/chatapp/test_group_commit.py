@@ -1,0 +1,135 @@
+"""Group commit: the writes of one loop turn share a commit, and each fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from chatapp.group_commit import GroupCommit
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE notes (text TEXT UNIQUE)")
+    yield conn
+    conn.close()
+
+
+def _committed(path: Path) -> list[str]:
+    """What another connection sees: only what was committed."""
+    other = sqlite3.connect(path)
+    try:
+        return [row[0] for row in other.execute("SELECT text FROM notes ORDER BY rowid")]
+    finally:
+        other.close()
+
+
+def _note(text: str) -> Callable[[sqlite3.Connection], int]:
+    def write(conn: sqlite3.Connection) -> int:
+        return conn.execute("INSERT INTO notes VALUES (?)", (text,)).lastrowid or 0
+
+    return write
+
+
+async def test_writes_of_one_turn_share_one_commit(conn: sqlite3.Connection) -> None:
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    group = GroupCommit(conn)
+    rowids = await asyncio.gather(*(group.run(_note(f"n{i}")) for i in range(5)))
+    assert rowids == [1, 2, 3, 4, 5]
+    assert statements.count("COMMIT") == 1
+    assert statements[0] == "BEGIN IMMEDIATE"
+
+
+async def test_a_write_is_seen_by_others_once_its_caller_hears_back(
+    conn: sqlite3.Connection,
+) -> None:
+    path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    seen_while_writing: list[list[str]] = []
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO notes VALUES ('a')")
+        seen_while_writing.append(_committed(path))
+
+    await GroupCommit(conn).run(write)
+    assert seen_while_writing == [[]]
+    assert _committed(path) == ["a"]
+
+
+async def test_a_failing_write_is_undone_alone(conn: sqlite3.Connection) -> None:
+    group = GroupCommit(conn)
+    results = await asyncio.gather(
+        group.run(_note("a")),
+        group.run(_note("a")),  # breaks the UNIQUE constraint
+        group.run(_note("b")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert [results[0], results[2]] == [1, 2]
+    assert [r[0] for r in conn.execute("SELECT text FROM notes ORDER BY rowid")] == ["a", "b"]
+
+
+async def test_a_write_that_fails_midway_leaves_none_of_its_rows(
+    conn: sqlite3.Connection,
+) -> None:
+    group = GroupCommit(conn)
+
+    def half(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO notes VALUES ('half')")
+        raise ValueError("changed my mind")
+
+    results = await asyncio.gather(
+        group.run(half), group.run(_note("kept")), return_exceptions=True
+    )
+    assert isinstance(results[0], ValueError)
+    assert [r[0] for r in conn.execute("SELECT text FROM notes")] == ["kept"]
+
+
+async def test_a_failed_commit_fails_every_write_and_stores_none(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db", timeout=0.05)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE notes (text TEXT UNIQUE)")
+    conn.commit()
+    holder = sqlite3.connect(tmp_path / "t.db")
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        group = GroupCommit(conn)
+        results = await asyncio.gather(
+            group.run(_note("a")), group.run(_note("b")), return_exceptions=True
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+    assert _committed(tmp_path / "t.db") == []
+    assert not conn.in_transaction
+    assert await GroupCommit(conn).run(_note("later")) == 1  # the connection still works
+    conn.close()
+
+
+async def test_a_caller_cancelled_before_the_batch_writes_nothing(
+    conn: sqlite3.Connection,
+) -> None:
+    group = GroupCommit(conn)
+    gone = asyncio.ensure_future(group.run(_note("gone")))
+    kept = asyncio.ensure_future(group.run(_note("kept")))
+    await asyncio.sleep(0)  # both are queued; the batch runs at the next turn
+    gone.cancel()
+    await asyncio.gather(gone, kept, return_exceptions=True)
+    assert gone.cancelled()
+    assert [r[0] for r in conn.execute("SELECT text FROM notes")] == ["kept"]
+
+
+async def test_later_turns_get_transactions_of_their_own(conn: sqlite3.Connection) -> None:
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    group = GroupCommit(conn)
+    await group.run(_note("a"))
+    await group.run(_note("b"))
+    assert statements.count("COMMIT") == 2
