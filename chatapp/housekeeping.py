@@ -1,9 +1,11 @@
-"""SQLite upkeep that would otherwise land on a request: WAL checkpoints and FTS merges.
+"""SQLite upkeep that would otherwise land on a request: search indexing, FTS merges and WAL
+checkpoints.
 
-The server's request connection runs with automatic checkpoints off, and the search index with
-automatic merging off (migration 0006); this does both from a worker thread on a connection of
-its own, so a request's commit never pays for fsyncing the WAL or merging index segments. The
-merge goes in small steps: each holds the write lock, which requests wait for.
+The server's request connection runs with automatic checkpoints off, the search index with
+automatic merging off (migration 0006), and new messages wait to be indexed (migration
+0010); this does all three from a worker thread on a connection of its own, so a request's
+commit never pays for indexing a message, fsyncing the WAL or merging index segments. Each
+goes in small steps: each holds the write lock, which requests wait for.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from chatapp.search import index_pending
+
 __all__ = ["Housekeeper"]
 
 _MERGE_PAGES = 32  # index pages written per round: short enough that no request waits long
+_INDEX_BATCH = 32  # messages indexed per transaction (a few ms of holding the write lock)
+_INDEX_BATCHES = 32  # per round, at most: past that, searches index what still waits
 
 
 class Housekeeper:
@@ -27,10 +33,13 @@ class Housekeeper:
         self._lock = threading.Lock()
 
     def tidy(self) -> bool:
-        """A small step of index merging, then a checkpoint of what readers allow; False when
-        the database was busy and the round was skipped."""
+        """Index the messages that wait, a small step of index merging, then a checkpoint of
+        what readers allow; False when the database was busy and the round was cut short."""
         with self._lock:
             try:
+                for _ in range(_INDEX_BATCHES):
+                    if index_pending(self._conn, batch=_INDEX_BATCH) < _INDEX_BATCH:
+                        break
                 self._conn.execute(
                     "INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', ?)",
                     (_MERGE_PAGES,),

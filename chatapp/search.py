@@ -4,23 +4,62 @@ The message index carries each message's owner, so a query keeps to the caller i
 Only the newest CANDIDATES matching messages are scored: a common word matches most of a
 large history, and scoring all of it took most of a second; the newest matches are also the
 ones a person is most likely looking for.
+
+Messages are indexed after they are written, not as they are (migration 0010): the
+housekeeper indexes what waits in search_pending, and a search first indexes whatever it has
+not got to yet.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from typing import Any
 
 import sqlite_utils
 
 from chatapp.errors import InvalidRequest
 
-__all__ = ["CANDIDATES", "MARK", "fts_query", "search"]
+__all__ = ["CANDIDATES", "MARK", "fts_query", "index_pending", "search"]
 
 MARK = ("<mark>", "</mark>")  # around matched words in snippets
 CANDIDATES = 2000
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+_WAITING_SQL = """
+SELECT p.rowid FROM search_pending AS p JOIN messages AS m ON m.rowid = p.rowid
+WHERE m.status != 'streaming' ORDER BY p.rowid LIMIT ?
+"""
+_INDEX_SQL = """
+INSERT INTO messages_fts (rowid, content, owner)
+SELECT m.rowid, m.content, 'u' || c.user_id FROM json_each(?) AS j
+CROSS JOIN messages AS m ON m.rowid = j.value
+CROSS JOIN conversations AS c ON c.id = m.conversation_id
+"""
+
+
+def index_pending(conn: sqlite3.Connection, *, batch: int) -> int:
+    """Index up to `batch` waiting messages (replies still streaming wait on) in one
+    transaction, which holds the write lock; returns how many were indexed."""
+    if not conn.execute(_WAITING_SQL, (1,)).fetchone():
+        return 0  # the usual case: no write transaction, no wait for the lock
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        waiting = [rowid for (rowid,) in conn.execute(_WAITING_SQL, (batch,))]
+        if waiting:
+            rowids = json.dumps(waiting)
+            conn.execute(_INDEX_SQL, (rowids,))
+            conn.execute(
+                "DELETE FROM search_pending WHERE rowid IN (SELECT value FROM json_each(?))",
+                (rowids,),
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return len(waiting)
 
 
 def fts_query(text: str, *, prefix: bool = False) -> str:
@@ -86,6 +125,8 @@ def search(
 ) -> list[dict[str, Any]]:
     """Best matches first (titles count double), each with a highlighted snippet."""
     words = fts_query(text, prefix=prefix)
+    while index_pending(db.conn, batch=500):  # what the housekeeper has not got to yet
+        pass
     hits = [
         {
             "conversation_id": cid,
