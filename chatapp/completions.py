@@ -354,6 +354,19 @@ class ChatStream:
             last = _parse_chunk(self._last) if self._last is not None else None
             yield [json.dumps(_usage_chunk(last, self.body, await self.final_usage()))]
 
+    async def texts(self) -> AsyncIterator[list[str]]:
+        """The answer's text, as the pieces (chunk contents, in order, empty ones left out) that
+        each read brought: read off the parse every chunk already gets here, for a caller that
+        needs nothing else of a chunk (a conversation's reply with no tools offered), instead
+        of parsing each one a second time."""
+        taken = 0
+        async for _ in self.batches():
+            if len(self._pieces) > taken:
+                pieces = [piece for piece in self._pieces[taken:] if piece]
+                taken = len(self._pieces)
+                if pieces:
+                    yield pieces
+
     def _decoders(self) -> tuple[SSELineDecoder, SSEDecoder]:
         """httpx-sse's decoders, made at the first read that is not whole plain events: most
         streams never need them, and each open stream's objects are walked at every garbage

@@ -84,6 +84,9 @@ async def produce_reply(
                 reply.pool, body, include_usage=True, affinity=reply.conversation_id
             )
             rounds.streams.append(stream)
+            if not reply.tools:  # one round, and only the text matters
+                await _relay_text(generation, reply, stream, pieces)
+                break
             calls = ToolCallBuilder()
             async for data in stream:
                 chunk = json.loads(data)
@@ -109,8 +112,24 @@ async def produce_reply(
     except RequestError as exc:
         generation.publish("error", {"message": exc.message, "code": exc.code})
     finally:
+        if finish_reason is None and rounds.streams:
+            finish_reason = rounds.streams[-1].finish_reason
         with anyio.CancelScope(shield=True):
             await _store(generation, reply, rounds, pieces, status, finish_reason, meter, store)
+
+
+async def _relay_text(
+    generation: Generation, reply: Reply, stream: ChatStream, pieces: list[str]
+) -> None:
+    """Publish the answer's text as it comes, read off the stream's own parse of each chunk."""
+    async for texts in stream.texts():
+        for text in texts:
+            if reply.guard is not None and not await reply.guard.admit(text):
+                raise _Filtered
+            pieces.append(text)
+            generation.publish("token.delta", {"text": text})
+    if reply.guard is not None and not await reply.guard.finish():
+        raise _Filtered
 
 
 class _Filtered(Exception):

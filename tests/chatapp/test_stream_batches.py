@@ -169,3 +169,44 @@ async def test_every_way_of_cutting_a_mixed_stream_gives_the_same_chunks(cut: in
     reads = [MIXED[:cut], MIXED[cut : cut + 50], MIXED[cut + 50 :]]
     batches = await _batches([read for read in reads if read])
     assert [text for batch in _texts(batches) for text in batch] == list("abcdefg")
+
+
+async def _stream_texts(
+    reads: Sequence[bytes], into: list[list[str]] | None = None
+) -> tuple[list[list[str]], str | None]:
+    """What ChatStream.texts gives for these reads (also in `into`, kept if it raises), and
+    the finish reason it saw."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        head = {"content-type": "text/event-stream"}
+        return httpx.Response(200, headers=head, stream=_Reads(reads))
+
+    model = ModelConfig(name="m", engine=None, model="m", context_window=1024)
+    pool = ModelPool(model=model, upstreams=[Upstream(name="u0", url="http://u0/v1")])
+    out = [] if into is None else into
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        stream = await Completions(client).open_stream(pool, BODY, include_usage=True)
+        async for texts in stream.texts():
+            out.append(texts)
+        return out, stream.finish_reason
+
+
+async def test_texts_are_each_reads_pieces_of_text_as_the_batches_carry_them() -> None:
+    role = b'data: {"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
+    reads = [
+        role + _chunk(""),  # no text at all: nothing to give
+        _chunk("Hé") + _chunk("llo"),
+        _chunk(", ") + _chunk("wörld", "stop") + USAGE + DONE,
+    ]
+    texts, finish = await _stream_texts(reads)
+    assert texts == [["Hé", "llo"], [", ", "wörld"]]
+    assert texts == [[t for t in batch if t] for batch in _texts(await _batches(reads[1:]))]
+    assert finish == "stop"
+
+
+async def test_texts_raise_an_engines_error_chunk_after_what_came_before() -> None:
+    error = b'data: {"error": {"message": "out of memory", "code": 500}}\n\n'
+    seen: list[list[str]] = []
+    with pytest.raises(UpstreamError):
+        await _stream_texts([_chunk("a"), error], into=seen)
+    assert seen == [["a"]]
