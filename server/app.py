@@ -40,10 +40,11 @@ from chatapp.upstreams import build_pools
 from server.errors import exception_handlers
 from server.metrics import GatewayMetrics, engine_metrics
 from server.metrics import metrics as metrics_route
+from server.plain_endpoint import PlainEndpoint
 from server.request_log import RequestContext, note_usage
 from server.routes import admin, admin_conversations, directory, fleet, sharing
 from server.routes import conversations as conv
-from server.routes.chat import ChatCompletions
+from server.routes.chat import chat_completions
 from server.routes.health import healthz, readyz
 from server.routes.models import list_models
 from server.routes.moderation import moderation_log
@@ -61,7 +62,7 @@ log = logging.getLogger("chatapp.server")
 TIDY_SECONDS = 1.0
 
 routes = [
-    Route("/v1/chat/completions", ChatCompletions(), methods=["POST"]),
+    Route("/v1/chat/completions", PlainEndpoint(chat_completions), methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/usage", own_usage, methods=["GET"]),
     Route("/v1/tools", list_tools, methods=["GET"]),
@@ -74,11 +75,19 @@ routes = [
     Route("/v1/search", search_conversations, methods=["GET"]),
     Route("/v1/conversations/{cid}", conv.conversation, methods=["GET", "PATCH", "DELETE"]),
     Route("/v1/conversations/{cid}/messages", conv.list_messages, methods=["GET"]),
-    Route("/v1/conversations/{cid}/messages", conv.send_message, methods=["POST"]),
+    Route("/v1/conversations/{cid}/messages", PlainEndpoint(conv.send_message), methods=["POST"]),
     Route("/v1/conversations/{cid}/messages/{mid}", conv.get_message, methods=["GET"]),
-    Route("/v1/conversations/{cid}/messages/{mid}/events", conv.follow_events, methods=["GET"]),
+    Route(
+        "/v1/conversations/{cid}/messages/{mid}/events",
+        PlainEndpoint(conv.follow_events),
+        methods=["GET"],
+    ),
     Route("/v1/conversations/{cid}/messages/{mid}/cancel", conv.cancel_reply, methods=["POST"]),
-    Route("/v1/conversations/{cid}/messages/{mid}/regenerate", conv.regenerate, methods=["POST"]),
+    Route(
+        "/v1/conversations/{cid}/messages/{mid}/regenerate",
+        PlainEndpoint(conv.regenerate),
+        methods=["POST"],
+    ),
     Route("/v1/conversations/{cid}/messages/{mid}/siblings", conv.siblings, methods=["GET"]),
     Route("/v1/conversations/{cid}/messages/{mid}/switch", conv.switch_branch, methods=["POST"]),
     Route("/admin/tiers", admin.list_tiers, methods=["GET"]),

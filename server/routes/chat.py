@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from chatapp.completions import ChatStream
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
@@ -30,21 +30,10 @@ from server.request_log import made_request_id, request_id
 from server.sse import DONE, EventStreamResponse, data_frame, error_frame, until_disconnect
 from server.state import state_of
 
-__all__ = ["ChatCompletions", "chat_completions"]
+__all__ = ["chat_completions"]
 
 log = logging.getLogger("chatapp.server")
 T = TypeVar("T")
-
-
-class ChatCompletions:
-    """The route as a plain ASGI app, not a function: Starlette wraps a function endpoint in
-    its request/response adapter and a second exception wrapper, layers that every open
-    stream holds to its end (and the garbage collector walks at every collection). Errors
-    still get their answers from the exception wrapper around the router."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await chat_completions(Request(scope, receive))
-        await response(scope, receive, send)
 
 
 async def chat_completions(request: Request) -> Response | ASGIApp:
