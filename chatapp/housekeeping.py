@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from chatapp.search import index_pending
@@ -19,8 +20,11 @@ from chatapp.search import index_pending
 __all__ = ["Housekeeper"]
 
 _MERGE_PAGES = 32  # index pages written per round: short enough that no request waits long
-_INDEX_BATCH = 32  # messages indexed per transaction (a few ms of holding the write lock)
+_INDEX_BATCH = 16  # messages indexed per transaction: a couple of ms of the write lock
 _INDEX_BATCHES = 32  # per round, at most: past that, searches index what still waits
+# Between two of them, long enough for a writer that waited (SQLite's busy handler retries
+# after 1, 2, 5 ms...) to get the lock: back to back, the event loop could wait out them all.
+_INDEX_PAUSE = 0.01
 
 
 class Housekeeper:
@@ -40,6 +44,7 @@ class Housekeeper:
                 for _ in range(_INDEX_BATCHES):
                     if index_pending(self._conn, batch=_INDEX_BATCH) < _INDEX_BATCH:
                         break
+                    time.sleep(_INDEX_PAUSE)
                 self._conn.execute(
                     "INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', ?)",
                     (_MERGE_PAGES,),
