@@ -396,8 +396,11 @@ class ConversationStore:
         conn: sqlite3.Connection | None = None,
         tool_calls: list[dict[str, Any]] | None = None,
         tool_call_id: str | None = None,
+        leaf: bool = True,
     ) -> str:
-        """Append a message under `parent_id` and make it the conversation's current leaf."""
+        """Append a message under `parent_id` and (unless `leaf` is False, for a question
+        whose reply is added next in the same transaction) make it the conversation's
+        current leaf."""
         mid = new_id("msg")
         now = _now()
         target = conn or self.db.conn
@@ -419,10 +422,11 @@ class ConversationStore:
                 tool_call_id,
             ),
         )
-        target.execute(
-            "UPDATE conversations SET current_leaf = ?, updated_at = ? WHERE id = ?",
-            (mid, now, cid),
-        )
+        if leaf:
+            target.execute(
+                "UPDATE conversations SET current_leaf = ?, updated_at = ? WHERE id = ?",
+                (mid, now, cid),
+            )
         return mid
 
     def finish_message(

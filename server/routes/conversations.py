@@ -249,7 +249,7 @@ async def _start(
         user_message_id = None
         if content is not None:
             user_message_id = store.add_message(
-                cid, parent_id=parent_id, role="user", content=content, conn=conn
+                cid, parent_id=parent_id, role="user", content=content, conn=conn, leaf=False
             )
         reply_id = store.add_message(
             cid,
