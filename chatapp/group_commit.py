@@ -49,6 +49,7 @@ class GroupCommit:
         return await future
 
     def _commit(self) -> None:
+        # A caller cancelled while its work waited is left out: nothing of it is written.
         batch = [(work, future) for work, future in self._pending if not future.done()]
         self._pending = []
         outcomes: list[tuple[bool, Any]] = []
@@ -62,12 +63,10 @@ class GroupCommit:
                     outcomes.append(self._attempt(work))
         except Exception as exc:  # the commit itself (busy, disk full): nothing was stored
             for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+                future.set_exception(exc)
             return
+        # No caller can give up between the batch's start and here: this is one callback.
         for (stored, value), (_, future) in zip(outcomes, batch, strict=True):
-            if future.done():
-                continue  # its caller gave up after the batch began; the write stands
             if stored:
                 future.set_result(value)
             else:
