@@ -94,14 +94,11 @@ async def produce_reply(
                 for choice in chunk.get("choices") or ():
                     finish_reason = choice.get("finish_reason") or finish_reason
                     text = (choice.get("delta") or {}).get("content")
-                    if text and reply.guard is not None and not await reply.guard.admit(text):
-                        raise _Filtered
                     if text:
-                        pieces.append(text)
-                        generation.publish("token.delta", {"text": text})
+                        await _say(generation, reply, text, pieces)
             if reply.guard is not None and not calls and not await reply.guard.finish():
                 raise _Filtered
-            if not calls or not reply.tools:
+            if not calls:
                 break
             messages += await _run_calls(generation, reply, store, calls, pieces, rounds)
         status = "complete"
@@ -124,12 +121,17 @@ async def _relay_text(
     """Publish the answer's text as it comes, read off the stream's own parse of each chunk."""
     async for texts in stream.texts():
         for text in texts:
-            if reply.guard is not None and not await reply.guard.admit(text):
-                raise _Filtered
-            pieces.append(text)
-            generation.publish("token.delta", {"text": text})
+            await _say(generation, reply, text, pieces)
     if reply.guard is not None and not await reply.guard.finish():
         raise _Filtered
+
+
+async def _say(generation: Generation, reply: Reply, text: str, pieces: list[str]) -> None:
+    """One piece of the answer out, once moderation lets it (_Filtered where it does not)."""
+    if reply.guard is not None and not await reply.guard.admit(text):
+        raise _Filtered
+    pieces.append(text)
+    generation.publish("token.delta", {"text": text})
 
 
 class _Filtered(Exception):
