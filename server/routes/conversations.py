@@ -7,7 +7,6 @@ task (chatapp.generation) that clients follow, leave and resume with Last-Event-
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from chatapp.config import ModelConfig
 from chatapp.context import Prompt, fit_prompt
 from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest
-from chatapp.generation import Event, Generation
+from chatapp.generation import Generation
 from chatapp.moderation import OutputGuard, content_blocked
 from chatapp.moderation_config import Policy
 from chatapp.replies import Reply, produce_reply
@@ -392,15 +391,13 @@ def _stream(state: GatewayState, generation: Generation, *, after: int) -> Event
     response ends (also when it leaves before the first frame), so abandoning is exact."""
     generation.attach()
 
-    async def frames() -> AsyncIterator[bytes]:
-        async for event in generation.events_after(after):
-            yield event.frame()
-
     async def detach() -> None:
         generation.detach()
 
     return EventStreamResponse(
-        frames(), keepalive=state.config.server.keepalive_seconds, on_close=detach
+        generation.frames_after(after),
+        keepalive=state.config.server.keepalive_seconds,
+        on_close=detach,
     )
 
 
@@ -420,7 +417,7 @@ def _replay(
         return _stream(state, generation, after=after)
     # Forgotten (or from before a restart): the stored result as one event, numbered after
     # what the client has, so event ids never go backwards; its content replaces the text.
-    stored = Generation(mid, grace_seconds=0)
+    stored = Generation(mid, grace_seconds=0, numbered_after=after)
     completed = {
         "message_id": mid,
         "status": message["status"],
@@ -428,7 +425,7 @@ def _replay(
         "usage": message["usage"],
         "content": message["content"],
     }
-    stored.events.append(Event(after + 1, "message.completed", completed))
+    stored.publish("message.completed", completed)
     stored.finish()
     return _stream(state, stored, after=after)
 

@@ -13,6 +13,7 @@ import pytest
 
 from chatapp.accounts import Accounts
 from chatapp.context import SUMMARY_PREFIX
+from chatapp.conversations import ConversationStore
 from chatapp.paths import DB_NAME
 from chatapp.store import open_database
 from tests.conftest import LiveServer
@@ -162,6 +163,28 @@ def test_resume_with_last_event_id_gives_exactly_the_missing_events(api: Api) ->
         headers={"Last-Event-ID": str(len(seqs) - 1)},
     ) as response:
         assert [name for _, name, _ in _read(response, None)] == ["message.completed"]
+
+
+def test_a_reply_no_longer_in_memory_resumes_as_its_stored_result(
+    api: Api, server: LiveServer
+) -> None:
+    conv = api.new()
+    # As after a restart: the reply is in the database, and the server has no events of it.
+    store = ConversationStore(open_database(server.home / DB_NAME))
+    with store.db.conn:
+        mid = store.add_message(
+            conv["id"], parent_id=None, role="assistant", content="the whole answer"
+        )
+    store.db.conn.close()
+    with api.http.stream(
+        "GET",
+        f"/conversations/{conv['id']}/messages/{mid}/events",
+        headers={"Last-Event-ID": "7"},
+    ) as response:
+        events = _read(response, None)
+    assert [(seq, name) for seq, name, _ in events] == [(8, "message.completed")]
+    assert events[0][2]["content"] == "the whole answer"
+    assert events[0][2]["status"] == "complete"
 
 
 def test_an_idempotent_resend_does_not_generate_twice(api: Api, scripted: ScriptedUpstream) -> None:
