@@ -123,6 +123,13 @@ class EngineUnavailable(RequestError):
         self.retry_after = retry_after
 
 
+class NotStored(RequestError):
+    """What a request must store before it is served (a chat turn's question) could not be
+    written: the database is locked, full or failing."""
+
+    code = "storage_error"
+
+
 class UpstreamError(RequestError):
     """The engine failed while serving the request."""
 

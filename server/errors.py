@@ -14,6 +14,7 @@ from chatapp.errors import (
     EngineUnavailable,
     InvalidRequest,
     NotFound,
+    NotStored,
     PayloadTooLarge,
     PermissionDenied,
     RateLimited,
@@ -34,6 +35,7 @@ _STATUS: dict[type[RequestError], tuple[int, str]] = {
     PayloadTooLarge: (413, "invalid_request_error"),
     RateLimited: (429, "rate_limit_error"),
     EngineUnavailable: (503, "server_error"),
+    NotStored: (503, "server_error"),
     UpstreamError: (502, "server_error"),
 }
 

@@ -16,7 +16,7 @@ from chatapp.accounts import Principal
 from chatapp.config import ModelConfig
 from chatapp.context import Prompt, fit_prompt
 from chatapp.conversations import ConversationStore
-from chatapp.errors import InvalidRequest
+from chatapp.errors import InvalidRequest, NotStored
 from chatapp.generation import Generation
 from chatapp.moderation import OutputGuard, content_blocked
 from chatapp.moderation_config import Policy
@@ -274,6 +274,11 @@ async def _start(
         if isinstance(exc, sqlite3.IntegrityError) and earlier is not None:
             # The same Idempotency-Key won a race a moment ago: answer with that send.
             return _replay(state, principal, store, earlier[0], earlier[2], after=0)
+        if isinstance(exc, sqlite3.Error):
+            raise NotStored(
+                f"The message could not be stored ({exc}), so it was not answered. "
+                "Send it again; if this keeps happening, the server's log says why."
+            ) from exc
         raise
     server = state.config.server
     guard = None

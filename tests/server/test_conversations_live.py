@@ -217,6 +217,36 @@ def test_cancel_stops_the_engine_and_keeps_the_text(api: Api, scripted: Scripted
     assert len(scripted.recorder.disconnects) > disconnects
 
 
+def test_a_turn_that_cannot_be_stored_stops_its_reply_and_keeps_nothing(
+    api: Api, scripted: ScriptedUpstream, server: LiveServer
+) -> None:
+    conv = api.new()
+    requests, disconnects = len(scripted.recorder.requests), len(scripted.recorder.disconnects)
+    db = open_database(server.home / DB_NAME)
+    # The question's insert fails, after the reply's task may have opened the engine request.
+    db.conn.execute(
+        "CREATE TRIGGER refuse_turn BEFORE INSERT ON messages"
+        " WHEN NEW.content = 'script:endless'"
+        " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+    try:
+        answer = api.http.post(
+            f"/conversations/{conv['id']}/messages", json={"content": "script:endless"}
+        )
+    finally:
+        db.conn.execute("DROP TRIGGER refuse_turn")
+        db.conn.close()
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert error["code"] == "storage_error" and "refused by the test" in error["message"]
+    assert api.http.get(f"/conversations/{conv['id']}/messages").json()["data"] == []
+    if len(scripted.recorder.requests) > requests:  # it was opened: it must be closed
+        deadline = time.monotonic() + 5
+        while len(scripted.recorder.disconnects) == disconnects and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(scripted.recorder.disconnects) > disconnects
+
+
 def test_regenerate_and_edit_make_branches_and_switching_follows_them(api: Api) -> None:
     conv = api.new()
     cid = conv["id"]
