@@ -397,11 +397,12 @@ class ConversationStore:
         tool_calls: list[dict[str, Any]] | None = None,
         tool_call_id: str | None = None,
         leaf: bool = True,
+        mid: str | None = None,
     ) -> str:
         """Append a message under `parent_id` and (unless `leaf` is False, for a question
         whose reply is added next in the same transaction) make it the conversation's
-        current leaf."""
-        mid = new_id("msg")
+        current leaf. `mid` is its id when the caller needed it before the write."""
+        mid = mid or new_id("msg")
         now = _now()
         target = conn or self.db.conn
         target.execute(

@@ -46,18 +46,24 @@ class GroupCommit:
         self._busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
         self._waiting_since: float | None = None
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(
+        self, work: Callable[[sqlite3.Connection], T], *, after_others: bool = False
+    ) -> T:
         """`work(conn)` inside the shared transaction; its result once committed.
 
         `work` must not commit or open a transaction itself (no `with conn:`). If it raises,
         its writes are undone and the error is raised here; if the commit fails, every write
         of the batch is undone and each caller gets that error. A caller cancelled before the
-        batch runs has its work skipped.
+        batch runs has its work skipped. `after_others` lets every task started in this turn
+        of the loop take its first step before the batch (a chat turn's engine request).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._pending:
-            loop.call_soon(self._commit)
+            if after_others:
+                loop.call_soon(loop.call_soon, self._commit)
+            else:
+                loop.call_soon(self._commit)
         self._pending.append((work, future))
         return await future
 

@@ -18,6 +18,7 @@ from chatapp.context import Prompt, fit_prompt
 from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest, NotStored
 from chatapp.generation import Generation
+from chatapp.ids import new_id
 from chatapp.moderation import OutputGuard, content_blocked
 from chatapp.moderation_config import Policy
 from chatapp.replies import Reply, produce_reply
@@ -243,14 +244,22 @@ async def _start(
     ticket = state.meter.admit(principal, model, chat.body, request_id=made_request_id())
     cid = conv["id"]
 
-    def store_turn(conn: sqlite3.Connection) -> tuple[str | None, str]:
-        """The question (none when regenerating) and an empty reply to stream into."""
-        user_message_id = None
-        if content is not None:
-            user_message_id = store.add_message(
-                cid, parent_id=parent_id, role="user", content=content, conn=conn, leaf=False
+    user_message_id = new_id("msg") if content is not None else None  # none: regenerating
+    reply_id = new_id("msg")
+
+    def store_turn(conn: sqlite3.Connection) -> None:
+        """The question and an empty reply to stream into."""
+        if user_message_id is not None:
+            store.add_message(
+                cid,
+                parent_id=parent_id,
+                role="user",
+                content=content or "",
+                conn=conn,
+                leaf=False,
+                mid=user_message_id,
             )
-        reply_id = store.add_message(
+        store.add_message(
             cid,
             parent_id=user_message_id or parent_id,
             role="assistant",
@@ -258,28 +267,11 @@ async def _start(
             status="streaming",
             model=model.name,
             conn=conn,
+            mid=reply_id,
         )
         if key:
             store.remember(conn, principal.user_id, key, cid, user_message_id or "", reply_id)
-        return user_message_id, reply_id
 
-    try:
-        user_message_id, reply_id = await store.group_commit.run(store_turn)
-    except BaseException as exc:
-        # Nothing was stored (the turn's writes rolled back): give the reservation back. A
-        # cancellation (a shutdown) can come after the commit; the restart then marks the
-        # empty reply incomplete.
-        state.meter.finish(ticket, status="error", usage=None, upstream=None)
-        earlier = store.recall(principal.user_id, key) if key else None
-        if isinstance(exc, sqlite3.IntegrityError) and earlier is not None:
-            # The same Idempotency-Key won a race a moment ago: answer with that send.
-            return _replay(state, principal, store, earlier[0], earlier[2], after=0)
-        if isinstance(exc, sqlite3.Error):
-            raise NotStored(
-                f"The message could not be stored ({exc}), so it was not answered. "
-                "Send it again; if this keeps happening, the server's log says why."
-            ) from exc
-        raise
     server = state.config.server
     guard = None
     if policy is not None:
@@ -304,11 +296,14 @@ async def _start(
         tool_timeout=server.tool_timeout_seconds,
         guard=guard,
     )
+    stored = False
 
     async def run(generation: Generation) -> None:
         await produce_reply(
             generation, reply, completions=state.completions, meter=state.meter, store=store
         )
+        if not stored:
+            return  # the turn was not stored: nothing to summarize or title
         _refresh_summary(state, principal, store, conv, prompt, pool)
         if content is not None and not conv["title"] and len(history) == 1:
             state.replies.background(
@@ -324,7 +319,34 @@ async def _start(
                 name=f"title:{cid}",
             )
 
-    generation = state.replies.start(reply_id, run)
+    # The reply's task opens the engine request while the turn is stored, and goes first: the
+    # engine's time to the first token then covers the commit. The client hears of the reply
+    # only once its question is stored. With an Idempotency-Key the turn is stored first, so
+    # that a retry racing it never reaches the engine.
+    generation = None if key else state.replies.start(reply_id, run)
+    try:
+        await store.group_commit.run(store_turn, after_others=generation is not None)
+    except BaseException as exc:
+        # Nothing was stored (the turn's writes rolled back): the reply stops, writing nothing
+        # (its usage is settled here, first), and the reservation goes back. A cancellation
+        # (a shutdown) can come after the commit; the restart then marks the empty reply
+        # incomplete.
+        state.meter.finish(ticket, status="error", usage=None, upstream=None)
+        if generation is not None:
+            generation.stop("cancelled")
+        earlier = store.recall(principal.user_id, key) if key else None
+        if isinstance(exc, sqlite3.IntegrityError) and earlier is not None:
+            # The same Idempotency-Key won a race a moment ago: answer with that send.
+            return _replay(state, principal, store, earlier[0], earlier[2], after=0)
+        if isinstance(exc, sqlite3.Error):
+            raise NotStored(
+                f"The message could not be stored ({exc}), so it was not answered. "
+                "Send it again; if this keeps happening, the server's log says why."
+            ) from exc
+        raise
+    stored = True
+    if generation is None:
+        generation = state.replies.start(reply_id, run)
     return _stream(state, generation, after=0)
 
 

@@ -162,3 +162,30 @@ async def test_a_held_write_lock_is_waited_for_without_stopping_the_loop(tmp_pat
     assert statements.count("COMMIT") == 1  # the write that came meanwhile shared it
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2000  # as it was
     conn.close()
+
+
+async def test_after_others_lets_the_tasks_started_in_the_same_turn_go_first(
+    conn: sqlite3.Connection,
+) -> None:
+    group = GroupCommit(conn)
+    order: list[str] = []
+
+    async def first_step(name: str) -> None:
+        order.append(f"{name} started")
+
+    def write(name: str) -> Callable[[sqlite3.Connection], None]:
+        def work(conn: sqlite3.Connection) -> None:
+            order.append(f"{name} written")
+
+        return work
+
+    async def turn(name: str, after_others: bool) -> None:
+        asyncio.ensure_future(first_step(name))  # a reply's task, begun by its request
+        await group.run(write(name), after_others=after_others)
+
+    # Two requests handled in the same turn of the loop, as a burst of them is.
+    await asyncio.gather(turn("a", True), turn("b", True))
+    assert order == ["a started", "b started", "a written", "b written"]
+    order.clear()
+    await asyncio.gather(turn("a", False), turn("b", False))
+    assert order == ["a started", "a written", "b written", "b started"]
