@@ -64,3 +64,17 @@ async def test_a_finished_reply_keeps_nothing_for_the_garbage_collector_per_even
     assert len(generation.frames) == 202
     assert not any(gc.is_tracked(frame) for frame in generation.frames)
     assert len(_events(await _read(generation, 200))) == 2  # still resumable, exactly
+
+
+async def test_every_follower_is_woken_and_one_that_left_is_not_in_the_way() -> None:
+    generation = Generation("m1", grace_seconds=1)
+    first = asyncio.ensure_future(_read(generation, 0))
+    second = asyncio.ensure_future(_read(generation, 0))
+    gone = asyncio.ensure_future(_read(generation, 0))
+    await asyncio.sleep(0)  # all three wait for the first event
+    gone.cancel()
+    generation.publish("token.delta", {"text": "a"})
+    generation.publish("message.completed", {"content": "a"})
+    frames = await asyncio.wait_for(asyncio.gather(first, second), timeout=1)
+    assert frames[0] == frames[1] and len(frames[0]) == 2
+    assert gone.cancelled()
