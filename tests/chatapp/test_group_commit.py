@@ -91,13 +91,20 @@ async def test_a_write_that_fails_midway_leaves_none_of_its_rows(
     assert [r[0] for r in conn.execute("SELECT text FROM notes")] == ["kept"]
 
 
-async def test_a_failed_commit_fails_every_write_and_stores_none(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "t.db", timeout=0.05)
+def _locked(path: Path, timeout: float) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """A connection waiting at most `timeout` for the write lock, and another (as another
+    process would) holding that lock."""
+    conn = sqlite3.connect(path, timeout=timeout)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE notes (text TEXT UNIQUE)")
     conn.commit()
-    holder = sqlite3.connect(tmp_path / "t.db")
-    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")
+    return conn, holder
+
+
+async def test_a_failed_commit_fails_every_write_and_stores_none(tmp_path: Path) -> None:
+    conn, holder = _locked(tmp_path / "t.db", timeout=0.05)
     try:
         group = GroupCommit(conn)
         results = await asyncio.gather(
@@ -136,12 +143,7 @@ async def test_later_turns_get_transactions_of_their_own(conn: sqlite3.Connectio
 
 
 async def test_a_held_write_lock_is_waited_for_without_stopping_the_loop(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "t.db", timeout=2.0)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE notes (text TEXT UNIQUE)")
-    conn.commit()
-    holder = sqlite3.connect(tmp_path / "t.db")
-    holder.execute("BEGIN IMMEDIATE")
+    conn, holder = _locked(tmp_path / "t.db", timeout=2.0)
     holder.execute("INSERT INTO notes VALUES ('theirs')")
     statements: list[str] = []
     conn.set_trace_callback(statements.append)

@@ -63,6 +63,15 @@ class Api:
             self.last_request_id = response.headers["x-request-id"]
             return _read(response, stop_after)
 
+    def resume(self, cid: str, mid: str, last_event_id: int) -> list[tuple[int, str, dict]]:
+        """The events of a reply after the last one seen, as a reconnecting client asks."""
+        with self.http.stream(
+            "GET",
+            f"/conversations/{cid}/messages/{mid}/events",
+            headers={"Last-Event-ID": str(last_event_id)},
+        ) as response:
+            return _read(response, None)
+
 
 def _read(
     source: httpx.Response | Iterator[str], stop_after: int | None
@@ -146,23 +155,14 @@ def test_resume_with_last_event_id_gives_exactly_the_missing_events(api: Api) ->
     conv = api.new()
     first = api.events(conv["id"], "script:count", stop_after=5)
     reply_id = first[0][2]["message_id"]
-    with api.http.stream(
-        "GET",
-        f"/conversations/{conv['id']}/messages/{reply_id}/events",
-        headers={"Last-Event-ID": "5"},
-    ) as response:
-        rest = _read(response, None)
+    rest = api.resume(conv["id"], reply_id, 5)
     seqs = [seq for seq, _, _ in first + rest]
     assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate
     text = "".join(d["text"] for _, name, d in first + rest if name == "token.delta")
     assert text == "".join(f"t{i} " for i in range(30)) == rest[-1][2]["content"]
     # After it finished, the same request still works (from memory) without generating.
-    with api.http.stream(
-        "GET",
-        f"/conversations/{conv['id']}/messages/{reply_id}/events",
-        headers={"Last-Event-ID": str(len(seqs) - 1)},
-    ) as response:
-        assert [name for _, name, _ in _read(response, None)] == ["message.completed"]
+    again = api.resume(conv["id"], reply_id, len(seqs) - 1)
+    assert [name for _, name, _ in again] == ["message.completed"]
 
 
 def test_a_reply_no_longer_in_memory_resumes_as_its_stored_result(
@@ -176,12 +176,7 @@ def test_a_reply_no_longer_in_memory_resumes_as_its_stored_result(
             conv["id"], parent_id=None, role="assistant", content="the whole answer"
         )
     store.db.conn.close()
-    with api.http.stream(
-        "GET",
-        f"/conversations/{conv['id']}/messages/{mid}/events",
-        headers={"Last-Event-ID": "7"},
-    ) as response:
-        events = _read(response, None)
+    events = api.resume(conv["id"], mid, 7)
     assert [(seq, name) for seq, name, _ in events] == [(8, "message.completed")]
     assert events[0][2]["content"] == "the whole answer"
     assert events[0][2]["status"] == "complete"
