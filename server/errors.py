@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -82,6 +83,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """SQLite could not do its part (locked past its timeout, disk full, an I/O error): the
+    request's transaction was rolled back, and sending it again is the remedy."""
+    log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        NotStored(
+            f"The database could not serve this request ({exc}); nothing was changed. Send it "
+            "again; if this keeps happening, the server's log says why."
+        )
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not a client error: logged with its traceback, answered without one."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -99,5 +112,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 exception_handlers = {
     RequestError: _request_error,
     HTTPException: _http_error,
+    sqlite3.OperationalError: _database_unavailable,
     Exception: _unexpected,
 }

@@ -242,6 +242,27 @@ def test_a_turn_that_cannot_be_stored_stops_its_reply_and_keeps_nothing(
         assert len(scripted.recorder.disconnects) > disconnects
 
 
+def test_a_database_failure_on_any_write_is_a_503_and_changes_nothing(
+    api: Api, server: LiveServer
+) -> None:
+    conv = api.new(title="kept")
+    db = open_database(server.home / DB_NAME)
+    # Fails when it runs, as a full disk or a failing file would: SQLite's OperationalError.
+    db.conn.execute(
+        "CREATE TRIGGER break_rename BEFORE UPDATE OF title ON conversations"
+        " WHEN NEW.title = 'broken' BEGIN INSERT INTO no_such_table VALUES (1); END"
+    )
+    try:
+        answer = api.http.patch(f"/conversations/{conv['id']}", json={"title": "broken"})
+    finally:
+        db.conn.execute("DROP TRIGGER break_rename")
+        db.conn.close()
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert error["code"] == "storage_error" and "no_such_table" in error["message"]
+    assert api.http.get(f"/conversations/{conv['id']}").json()["title"] == "kept"
+
+
 def test_regenerate_and_edit_make_branches_and_switching_follows_them(api: Api) -> None:
     conv = api.new()
     cid = conv["id"]
