@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -93,6 +94,18 @@ def _read(
         field, _, value = line.partition(": ")
         current[field] = value
     return events
+
+
+@contextmanager
+def _trigger(server: LiveServer, definition: str) -> Iterator[None]:
+    """A trigger in the server's database while the block runs: a failure made on purpose."""
+    db = open_database(server.home / DB_NAME)
+    db.conn.execute(f"CREATE TRIGGER made_to_fail {definition}")
+    try:
+        yield
+    finally:
+        db.conn.execute("DROP TRIGGER made_to_fail")
+        db.conn.close()
 
 
 @pytest.fixture
@@ -217,20 +230,12 @@ def test_a_turn_that_cannot_be_stored_stops_its_reply_and_keeps_nothing(
 ) -> None:
     conv = api.new()
     requests, disconnects = len(scripted.recorder.requests), len(scripted.recorder.disconnects)
-    db = open_database(server.home / DB_NAME)
     # The question's insert fails, after the reply's task may have opened the engine request.
-    db.conn.execute(
-        "CREATE TRIGGER refuse_turn BEFORE INSERT ON messages"
-        " WHEN NEW.content = 'script:endless'"
-        " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-    )
-    try:
+    refuse = "BEFORE INSERT ON messages WHEN NEW.content = 'script:endless'"
+    with _trigger(server, f"{refuse} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"):
         answer = api.http.post(
             f"/conversations/{conv['id']}/messages", json={"content": "script:endless"}
         )
-    finally:
-        db.conn.execute("DROP TRIGGER refuse_turn")
-        db.conn.close()
     assert answer.status_code == 503
     error = answer.json()["error"]
     assert error["code"] == "storage_error" and "refused by the test" in error["message"]
@@ -246,17 +251,10 @@ def test_a_database_failure_on_any_write_is_a_503_and_changes_nothing(
     api: Api, server: LiveServer
 ) -> None:
     conv = api.new(title="kept")
-    db = open_database(server.home / DB_NAME)
     # Fails when it runs, as a full disk or a failing file would: SQLite's OperationalError.
-    db.conn.execute(
-        "CREATE TRIGGER break_rename BEFORE UPDATE OF title ON conversations"
-        " WHEN NEW.title = 'broken' BEGIN INSERT INTO no_such_table VALUES (1); END"
-    )
-    try:
+    rename = "BEFORE UPDATE OF title ON conversations WHEN NEW.title = 'broken'"
+    with _trigger(server, f"{rename} BEGIN INSERT INTO no_such_table VALUES (1); END"):
         answer = api.http.patch(f"/conversations/{conv['id']}", json={"title": "broken"})
-    finally:
-        db.conn.execute("DROP TRIGGER break_rename")
-        db.conn.close()
     assert answer.status_code == 503
     error = answer.json()["error"]
     assert error["code"] == "storage_error" and "no_such_table" in error["message"]
