@@ -125,9 +125,14 @@ class EngineUnavailable(RequestError):
 
 class NotStored(RequestError):
     """What a request must store before it is served (a chat turn's question) could not be
-    written: the database is locked, full or failing."""
+    written: the database is locked, full or failing. Sending it again is the remedy."""
 
     code = "storage_error"
+
+    def __init__(self, what: str, cause: Exception) -> None:
+        super().__init__(
+            f"{what} ({cause}). Send it again; if this keeps happening, the server's log says why."
+        )
 
 
 class UpstreamError(RequestError):

@@ -88,10 +88,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     request's transaction was rolled back, and sending it again is the remedy."""
     log.error("database error on %s %s: %s", request.method, request.url.path, exc)
     return error_response(
-        NotStored(
-            f"The database could not serve this request ({exc}); nothing was changed. Send it "
-            "again; if this keeps happening, the server's log says why."
-        )
+        NotStored("The database could not serve this request; nothing changed", exc)
     )
 
 

@@ -339,10 +339,7 @@ async def _start(
             # The same Idempotency-Key won a race a moment ago: answer with that send.
             return _replay(state, principal, store, earlier[0], earlier[2], after=0)
         if isinstance(exc, sqlite3.Error):
-            raise NotStored(
-                f"The message could not be stored ({exc}), so it was not answered. "
-                "Send it again; if this keeps happening, the server's log says why."
-            ) from exc
+            raise NotStored("The message could not be stored, so it was not answered", exc) from exc
         raise
     stored = True
     if generation is None:
