@@ -16,16 +16,27 @@ stream of the process would wait with it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 __all__ = ["GroupCommit"]
 
 T = TypeVar("T")
 
 _Work = Callable[[sqlite3.Connection], Any]
+
+
+class _Pending(NamedTuple):
+    """A write waiting for its batch, with its caller's context: what it logs, and the usage
+    its observers note for the access log, belong to its own request, not the batch's."""
+
+    work: _Work
+    context: contextvars.Context
+    future: asyncio.Future[Any]
+
 
 # How often a batch asks again for a write lock held elsewhere. The holders keep it for a few
 # milliseconds, and asking costs a few microseconds.
@@ -41,7 +52,7 @@ class GroupCommit:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self._pending: list[tuple[_Work, asyncio.Future[Any]]] = []
+        self._pending: list[_Pending] = []
         # A batch waits for the lock as long as the connection's own writers would.
         self._busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
         self._waiting_since: float | None = None
@@ -64,12 +75,12 @@ class GroupCommit:
                 loop.call_soon(loop.call_soon, self._commit)
             else:
                 loop.call_soon(self._commit)
-        self._pending.append((work, future))
+        self._pending.append(_Pending(work, contextvars.copy_context(), future))
         return await future
 
     def _commit(self) -> None:
         # A caller cancelled while its work waited is left out: nothing of it is written.
-        batch = [(work, future) for work, future in self._pending if not future.done()]
+        batch = [pending for pending in self._pending if not pending.future.done()]
         if not batch:
             self._pending, self._waiting_since = [], None
             return
@@ -79,25 +90,25 @@ class GroupCommit:
                 return  # the lock is taken; asked again soon, with whatever joined meanwhile
         except sqlite3.Error as exc:  # out of time waiting, or the file is unusable
             self._pending, self._waiting_since = [], None
-            for _, future in batch:
-                future.set_exception(exc)
+            for pending in batch:
+                pending.future.set_exception(exc)
             return
         self._pending = []
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self.conn:
-                for work, _ in batch:
-                    outcomes.append(self._attempt(work))
+                for pending in batch:
+                    outcomes.append(self._attempt(pending.work, pending.context))
         except Exception as exc:  # the commit itself (busy, disk full): nothing was stored
-            for _, future in batch:
-                future.set_exception(exc)
+            for pending in batch:
+                pending.future.set_exception(exc)
             return
         # No caller can give up between the batch's start and here: this is one callback.
-        for (stored, value), (_, future) in zip(outcomes, batch, strict=True):
+        for (stored, value), pending in zip(outcomes, batch, strict=True):
             if stored:
-                future.set_result(value)
+                pending.future.set_result(value)
             else:
-                future.set_exception(value)
+                pending.future.set_exception(value)
 
     def _begin(self) -> bool:
         """BEGIN IMMEDIATE if the write lock is free; if not, False and a retry scheduled
@@ -119,11 +130,11 @@ class GroupCommit:
         self._waiting_since = None
         return True
 
-    def _attempt(self, work: _Work) -> tuple[bool, Any]:
+    def _attempt(self, work: _Work, context: contextvars.Context) -> tuple[bool, Any]:
         """One write in its own savepoint: (True, result), or (False, error) rolled back."""
         self.conn.execute("SAVEPOINT group_commit")
         try:
-            result = work(self.conn)
+            result = context.run(work, self.conn)
         except Exception as exc:
             self.conn.execute("ROLLBACK TO group_commit")
             self.conn.execute("RELEASE group_commit")

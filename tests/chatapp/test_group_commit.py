@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -191,3 +192,16 @@ async def test_after_others_lets_the_tasks_started_in_the_same_turn_go_first(
     order.clear()
     await asyncio.gather(turn("a", False), turn("b", False))
     assert order == ["a started", "a written", "b written", "b started"]
+
+
+async def test_each_write_runs_in_its_callers_context(conn: sqlite3.Connection) -> None:
+    # A write's observers log under its own request (the access log's usage, the request id
+    # on a failure's log line), not under whichever caller happened to start the batch.
+    request: contextvars.ContextVar[str] = contextvars.ContextVar("request")
+    group = GroupCommit(conn)
+
+    async def caller(name: str) -> str:
+        request.set(name)
+        return await group.run(lambda conn: request.get())
+
+    assert await asyncio.gather(*(caller(f"r{i}") for i in range(3))) == ["r0", "r1", "r2"]
