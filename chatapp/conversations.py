@@ -163,11 +163,12 @@ def _decode_cursor(cursor: str, size: int) -> list[Any]:
 class ConversationStore:
     """Conversations, messages and idempotency keys over the SQLite database."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: sqlite_utils.Database, group_commit: GroupCommit | None = None) -> None:
         self.db = db
         # A chat turn's two transactions (its start, and its reply with the usage row) go
-        # through this: turns that start or end together share a commit.
-        self.group_commit = GroupCommit(db.conn)
+        # through this: turns that start or end together share a commit (with the usage rows
+        # of API requests ending then too, when the meter is given the same one).
+        self.group_commit = group_commit or GroupCommit(db.conn)
 
     # Conversations -----------------------------------------------------------------------
 

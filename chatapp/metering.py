@@ -8,6 +8,7 @@ with the real token count and writes the usage event to the outbox.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sqlite3
@@ -22,6 +23,7 @@ import sqlite_utils
 from chatapp.accounts import Principal
 from chatapp.config import Config, ModelConfig
 from chatapp.errors import RateLimited
+from chatapp.group_commit import GroupCommit
 from chatapp.ledger import Ledger
 from chatapp.limiter import BucketState, Limiter, Reservation, Subject
 from chatapp.quotas import Quotas
@@ -62,10 +64,18 @@ class Meter:
     """Admission and accounting for every request, over the limiter, quotas and outbox."""
 
     def __init__(
-        self, config: Config, db: sqlite_utils.Database, limiter: Limiter, quotas: Quotas
+        self,
+        config: Config,
+        db: sqlite_utils.Database,
+        limiter: Limiter,
+        quotas: Quotas,
+        group_commit: GroupCommit | None = None,
     ) -> None:
         self.config = config
         self.db = db
+        # Shared with the other writers of `db`'s connection on the loop (the conversations),
+        # so that whatever ends in the same loop turn shares one commit.
+        self.group_commit = group_commit or GroupCommit(db.conn)
         self.limiter = limiter
         self.quotas = quotas
         # Called with every usage event once it is written (metrics, the access log).
@@ -90,7 +100,7 @@ class Meter:
         try:
             reservation = self.limiter.admit(model.name, subjects, estimate_tokens(body, model))
         except RateLimited as refused:
-            self._record(
+            event = self._event(
                 request_id,
                 principal,
                 model,
@@ -101,6 +111,8 @@ class Meter:
                 latency=None,
                 conversation_id=None,
             )
+            self._write_alone(event, None)
+            self._observe(event)
             refused.headers = ratelimit_headers(self.limiter.state(model.name, subjects))
             raise
         return Ticket(request_id, principal, model, subjects, reservation)
@@ -243,12 +255,64 @@ class Meter:
         The settle comes first and cannot be skipped: a failed write must never leave a
         reservation (and its concurrent-stream slot) held forever.
         """
-        if ticket.finished:
+        event = self._settle(ticket, status, usage, upstream, first_token_at, conversation_id)
+        if event is None:
             return
+        if conn is not None:
+            self._write(conn, event, also)
+        else:
+            self._write_alone(event, also)
+        self._observe(event)
+
+    async def finish_shared(
+        self,
+        ticket: Ticket,
+        *,
+        status: str,
+        usage: Mapping[str, Any] | None,
+        upstream: str | None,
+        first_token_at: float | None = None,
+    ) -> None:
+        """`finish` for a request ending on the event loop: its usage row shares a commit with
+        the other writes of that loop turn (streams that end together), and a write lock held
+        elsewhere is waited for on the loop's timers, not in SQLite's busy handler, which
+        would stop every stream of the process meanwhile. A failed write is logged."""
+        event = self._settle(ticket, status, usage, upstream, first_token_at, None)
+        if event is None:
+            return
+        written = False
+
+        def write(conn: sqlite3.Connection) -> None:
+            nonlocal written
+            self._write(conn, event, None)
+            written = True
+
+        try:
+            await self.group_commit.run(write)
+        except sqlite3.Error:
+            log.exception("usage event %s could not be written: %s", event.request_id, event)
+        except asyncio.CancelledError:
+            if not written:  # cancelled before its batch ran (a shutdown): written alone
+                self._write_alone(event, None)
+            raise
+        self._observe(event)
+
+    def _settle(
+        self,
+        ticket: Ticket,
+        status: str,
+        usage: Mapping[str, Any] | None,
+        upstream: str | None,
+        first_token_at: float | None,
+        conversation_id: str | None,
+    ) -> UsageEvent | None:
+        """The reservation settled and the request's usage event; None if it was already."""
+        if ticket.finished:
+            return None
         ticket.finished = True
         prompt, completion, _ = _usage_numbers(usage)
         self.limiter.settle(ticket.reservation, prompt + completion)
-        self._record(
+        return self._event(
             ticket.request_id,
             ticket.principal,
             ticket.model,
@@ -258,11 +322,9 @@ class Meter:
             ttft=(first_token_at - ticket.started) * 1000 if first_token_at else None,
             latency=(time.monotonic() - ticket.started) * 1000,
             conversation_id=conversation_id,
-            also=also,
-            conn=conn,
         )
 
-    def _record(
+    def _event(
         self,
         request_id: str,
         principal: Principal,
@@ -274,11 +336,9 @@ class Meter:
         ttft: float | None,
         latency: float | None,
         conversation_id: str | None,
-        also: Callable[[sqlite3.Connection], None] | None = None,
-        conn: sqlite3.Connection | None = None,
     ) -> UsageEvent:
         prompt, completion, cached = _usage_numbers(usage)
-        event = UsageEvent(
+        return UsageEvent(
             request_id=request_id,
             ts=time.time(),
             key_id=principal.key_id,
@@ -295,22 +355,24 @@ class Meter:
             status=status,
             cost=UsageEvent.price(model.pricing, prompt, completion),
         )
-        if conn is not None:
-            self._write(conn, event, also)
-        else:
-            try:
-                with self.db.conn:
-                    self._write(self.db.conn, event, also)
-            except sqlite3.Error:
-                # The answer has been served; losing its usage row is bad, failing the client
-                # for it would be worse. Loud, so an operator sees it.
-                log.exception("usage event %s could not be written: %s", request_id, event)
+
+    def _write_alone(
+        self, event: UsageEvent, also: Callable[[sqlite3.Connection], None] | None
+    ) -> None:
+        try:
+            with self.db.conn:
+                self._write(self.db.conn, event, also)
+        except sqlite3.Error:
+            # The answer has been served; losing its usage row is bad, failing the client
+            # for it would be worse. Loud, so an operator sees it.
+            log.exception("usage event %s could not be written: %s", event.request_id, event)
+
+    def _observe(self, event: UsageEvent) -> None:
         for observe in self.observers:
             try:
                 observe(event)
             except Exception:  # noqa: BLE001 - an observer's bug must not fail the request
                 log.exception("usage observer failed")
-        return event
 
     def _write(
         self,

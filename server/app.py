@@ -27,6 +27,7 @@ from chatapp.conversations import ConversationStore
 from chatapp.engine_transport import engine_client
 from chatapp.engines import EngineSupervisor
 from chatapp.generation import GenerationRegistry
+from chatapp.group_commit import GroupCommit
 from chatapp.health import check_forever
 from chatapp.housekeeping import Housekeeper
 from chatapp.ledger import LEDGER_NAME, Ledger
@@ -139,10 +140,12 @@ def create_app(
         db.conn.execute("PRAGMA wal_autocheckpoint = 0")
         housekeeper = Housekeeper(home / DB_NAME)
         ledger = Ledger(home / LEDGER_NAME, home / DB_NAME)
-        meter = Meter(config, db, Limiter(), Quotas(config, db))
+        # The writers on the loop share commits: what ends or starts in one turn of it.
+        group_commit = GroupCommit(db.conn)
+        meter = Meter(config, db, Limiter(), Quotas(config, db), group_commit)
         moved = await anyio.to_thread.run_sync(ledger.flush)
         replayed = await anyio.to_thread.run_sync(meter.rebuild, ledger)
-        conversations = ConversationStore(db)
+        conversations = ConversationStore(db, group_commit)
         repaired = conversations.repair_interrupted()
         if repaired:
             log.info("%d reply(ies) cut off by the last shutdown are now incomplete", repaired)

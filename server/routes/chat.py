@@ -104,7 +104,7 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
         if guard is not None:
             content, status = await _moderated_answer(content, guard)
         upstream = completion.upstream.name
-        meter.finish(ticket, status=status, usage=completion.usage, upstream=upstream)
+        await meter.finish_shared(ticket, status=status, usage=completion.usage, upstream=upstream)
         return Response(content, media_type="application/json", headers=meter.headers(ticket))
 
     return EventStreamResponse(
@@ -122,7 +122,7 @@ async def _settle(stream: ChatStream, meter: Meter, ticket: Ticket) -> None:
         await stream.aclose()
         usage = await stream.final_usage()
     finally:
-        meter.finish(
+        await meter.finish_shared(
             ticket,
             status=stream.outcome,
             usage=usage,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from chatapp.accounts import Accounts, Principal
 from chatapp.config import Config, load_config
@@ -81,3 +85,84 @@ def test_a_usage_event_is_filed_under_the_request_id_it_is_given(tmp_path: Path)
     ids = [row[0] for row in db.execute("SELECT request_id FROM usage_outbox ORDER BY rowid")]
     assert ids[0] == "req_from_the_logs"
     assert len(set(ids)) == 3 and all(i.startswith("req_") for i in ids[1:])
+
+
+async def test_requests_ending_together_share_one_commit_for_their_usage(tmp_path: Path) -> None:
+    config = load_config(shipped_config_path())
+    meter, principal = _meter(config, tmp_path)
+    model, body = config.models["smollm2"], {"messages": [], "max_tokens": 5}
+    tickets = [meter.admit(principal, model, body) for _ in range(2)]  # free: 2 streams
+    seen: list[UsageEvent] = []
+    meter.observers.append(seen.append)
+    statements: list[str] = []
+    meter.db.conn.set_trace_callback(statements.append)
+    await asyncio.gather(
+        *(
+            meter.finish_shared(ticket, status="ok", usage={"completion_tokens": 4}, upstream="a")
+            for ticket in tickets
+        )
+    )
+    meter.db.conn.set_trace_callback(None)
+    assert statements.count("COMMIT") == 1
+    rows = meter.db.execute("SELECT request_id, completion_tokens FROM usage_outbox").fetchall()
+    assert sorted(rows) == sorted((t.request_id, 4) for t in tickets)
+    assert [event.completion_tokens for event in seen] == [4, 4]
+    assert meter.limiter.streams_in_use("smollm2", tickets[0].subjects[0]) == 0
+
+
+async def test_a_usage_row_waits_for_a_held_lock_without_stopping_the_loop(
+    tmp_path: Path,
+) -> None:
+    config = load_config(shipped_config_path())
+    meter, principal = _meter(config, tmp_path)
+    ticket = meter.admit(principal, config.models["smollm2"], {"messages": [], "max_tokens": 5})
+    other = sqlite3.connect(tmp_path / "chatapp.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the housekeeper indexing, say
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
+    finishing = asyncio.ensure_future(
+        meter.finish_shared(ticket, status="ok", usage=None, upstream=None)
+    )
+    await asyncio.sleep(0.1)
+    assert not finishing.done() and ticks >= 10  # the loop went on meanwhile
+    other.execute("COMMIT")
+    await finishing
+    ticker.cancel()
+    assert meter.db.execute("SELECT count(*) FROM usage_outbox").fetchone()[0] == 1
+
+
+async def test_a_usage_row_cancelled_before_its_commit_is_written_anyway(
+    tmp_path: Path,
+) -> None:
+    config = load_config(shipped_config_path())
+    meter, principal = _meter(config, tmp_path)
+    ticket = meter.admit(principal, config.models["smollm2"], {"messages": [], "max_tokens": 5})
+    finishing = asyncio.ensure_future(
+        meter.finish_shared(ticket, status="ok", usage=None, upstream=None)
+    )
+    await asyncio.sleep(0)  # waiting for its batch
+    finishing.cancel()  # a shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await finishing
+    assert meter.db.execute("SELECT request_id FROM usage_outbox").fetchall() == [
+        (ticket.request_id,)
+    ]
+
+
+async def test_a_failed_shared_usage_write_is_logged_and_frees_the_reservation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(shipped_config_path())
+    meter, principal = _meter(config, tmp_path)
+    ticket = meter.admit(principal, config.models["smollm2"], {"messages": [], "max_tokens": 5})
+    meter.db.conn.execute("DROP TABLE usage_outbox")
+    await meter.finish_shared(ticket, status="ok", usage=None, upstream=None)
+    assert f"usage event {ticket.request_id} could not be written" in caplog.text
+    assert meter.limiter.streams_in_use("smollm2", ticket.subjects[0]) == 0
