@@ -337,6 +337,16 @@ class ConversationStore:
         ).fetchall()
         return [_message(row) for row in rows]
 
+    def branch_to(self, cid: str, parent_id: str | None) -> list[dict[str, Any]]:
+        """`path` to a new message's parent, which must be of this conversation (its path is
+        empty otherwise: the walk keeps only this conversation's messages)."""
+        branch = self.path(cid, parent_id)
+        if parent_id is not None and not branch:
+            raise InvalidRequest(
+                f"No message '{parent_id}' in this conversation.", param="parent_id"
+            )
+        return branch
+
     def all_messages(self, cid: str) -> list[dict[str, Any]]:
         """Every message of every branch, parents before children (ids sort by creation)."""
         rows = self.db.execute(
@@ -457,17 +467,6 @@ class ConversationStore:
                 mid,
             ),
         )
-
-    def check_parent(self, cid: str, parent_id: str) -> dict[str, Any]:
-        row = self.db.execute(
-            f"SELECT {_MESSAGE} FROM messages WHERE id = ? AND conversation_id = ?",
-            (parent_id, cid),
-        ).fetchone()
-        if row is None:
-            raise InvalidRequest(
-                f"No message '{parent_id}' in this conversation.", param="parent_id"
-            )
-        return _message(row)
 
     # Idempotency -------------------------------------------------------------------------
 

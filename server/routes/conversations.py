@@ -162,11 +162,9 @@ async def send_message(request: Request) -> Response | EventStreamResponse:
     if not isinstance(content, str) or not content.strip():
         raise InvalidRequest("content must be a non-empty string", param="content")
     parent_id = body.get("parent_id", conv["current_leaf"])
-    if parent_id is not None:
-        if not isinstance(parent_id, str):
-            raise InvalidRequest("parent_id must be a message id or null", param="parent_id")
-        store.check_parent(cid, parent_id)
-    history = [*store.path(cid, parent_id), {"role": "user", "content": content}]
+    if parent_id is not None and not isinstance(parent_id, str):
+        raise InvalidRequest("parent_id must be a message id or null", param="parent_id")
+    history = [*store.branch_to(cid, parent_id), {"role": "user", "content": content}]
     return await _start(state, principal, store, conv, body, history, parent_id, content, key)
 
 

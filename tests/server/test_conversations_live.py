@@ -506,6 +506,20 @@ def test_bad_conversation_input_is_a_400(api: Api) -> None:
     assert events.status_code in (400, 404)
 
 
+def test_a_parent_outside_the_conversation_is_a_400_and_stores_nothing(api: Api) -> None:
+    other = api.new()
+    elsewhere = api.events(other["id"], "hi")[0][2]["message_id"]
+    cid = api.new()["id"]
+    for parent, says in ((elsewhere, elsewhere), ("msg_nope", "msg_nope"), (7, "a message id")):
+        answer = api.http.post(
+            f"/conversations/{cid}/messages", json={"content": "hi", "parent_id": parent}
+        )
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["param"] == "parent_id" and says in error["message"]
+    assert api.http.get(f"/conversations/{cid}/messages").json()["data"] == []
+
+
 def test_two_cancels_at_once_still_store_the_reply(api: Api) -> None:
     conv = api.new()
     with api.http.stream(
