@@ -1,9 +1,9 @@
 """Group commit: writes asked for in the same turn of the event loop share one transaction.
 
-A chat turn's commit costs more than its writes: the WAL frames, the file locks, and a new
-segment of the search index, which the housekeeper then has to merge. When many turns start
-or end together (a class pressing enter at once, or answers of the same length ending in
-step), each one committing alone queues every turn behind all the others' commits. Here
+A chat turn's commit, or an API request's usage row's, costs more than its writes: the WAL
+frames and the file locks. When many turns start or end together (a class pressing enter at
+once, or answers of the same length ending in step), each one committing alone queues every
+turn behind all the others' commits. Here
 each write runs in a savepoint of one shared transaction, so one that fails is rolled back
 alone, and nobody hears back before the commit that makes their write durable.
 
