@@ -11,7 +11,7 @@ import pytest
 from chatapp.accounts import Accounts, Principal
 from chatapp.config import Config, load_config
 from chatapp.limiter import BucketState, Limiter
-from chatapp.metering import Meter, format_reset, ratelimit_headers
+from chatapp.metering import Meter, Ticket, format_reset, ratelimit_headers
 from chatapp.paths import shipped_config_path
 from chatapp.quotas import Quotas
 from chatapp.store import open_database
@@ -25,6 +25,15 @@ def _meter(config: Config, tmp_path: Path) -> tuple[Meter, Principal]:
     user = accounts.ensure_user("u", org_id=accounts.ensure_org("o", tier="free"))
     principal = accounts.authenticate(accounts.create_key(user).secret)
     return Meter(config, db, Limiter(), Quotas(config, db)), principal
+
+
+def _admitted(tmp_path: Path) -> tuple[Meter, Ticket]:
+    """A meter on a fresh database and one request it has admitted, to finish."""
+    config = load_config(shipped_config_path())
+    meter, principal = _meter(config, tmp_path)
+    return meter, meter.admit(
+        principal, config.models["smollm2"], {"messages": [], "max_tokens": 5}
+    )
 
 
 def test_a_failed_usage_write_still_frees_the_reservation(tmp_path: Path) -> None:
@@ -113,9 +122,7 @@ async def test_requests_ending_together_share_one_commit_for_their_usage(tmp_pat
 async def test_a_usage_row_waits_for_a_held_lock_without_stopping_the_loop(
     tmp_path: Path,
 ) -> None:
-    config = load_config(shipped_config_path())
-    meter, principal = _meter(config, tmp_path)
-    ticket = meter.admit(principal, config.models["smollm2"], {"messages": [], "max_tokens": 5})
+    meter, ticket = _admitted(tmp_path)
     other = sqlite3.connect(tmp_path / "chatapp.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # the housekeeper indexing, say
     ticks = 0
@@ -141,9 +148,7 @@ async def test_a_usage_row_waits_for_a_held_lock_without_stopping_the_loop(
 async def test_a_usage_row_cancelled_before_its_commit_is_written_anyway(
     tmp_path: Path,
 ) -> None:
-    config = load_config(shipped_config_path())
-    meter, principal = _meter(config, tmp_path)
-    ticket = meter.admit(principal, config.models["smollm2"], {"messages": [], "max_tokens": 5})
+    meter, ticket = _admitted(tmp_path)
     finishing = asyncio.ensure_future(
         meter.finish_shared(ticket, status="ok", usage=None, upstream=None)
     )
@@ -159,9 +164,7 @@ async def test_a_usage_row_cancelled_before_its_commit_is_written_anyway(
 async def test_a_failed_shared_usage_write_is_logged_and_frees_the_reservation(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = load_config(shipped_config_path())
-    meter, principal = _meter(config, tmp_path)
-    ticket = meter.admit(principal, config.models["smollm2"], {"messages": [], "max_tokens": 5})
+    meter, ticket = _admitted(tmp_path)
     meter.db.conn.execute("DROP TABLE usage_outbox")
     await meter.finish_shared(ticket, status="ok", usage=None, upstream=None)
     assert f"usage event {ticket.request_id} could not be written" in caplog.text
