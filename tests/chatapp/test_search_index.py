@@ -134,6 +134,17 @@ def test_the_housekeeper_indexes_what_waits_but_not_a_reply_still_streaming(
     _consistent(store.db)
 
 
+def test_the_housekeeper_commits_as_durably_as_requests_do_and_no_more(tmp_path: Path) -> None:
+    """Its commits hold the write lock every request waits for: no fsync of the WAL in them."""
+    store, _ = _store(tmp_path)
+    housekeeper = Housekeeper(tmp_path / "chatapp.db")
+    try:
+        synchronous = housekeeper._conn.execute("PRAGMA synchronous").fetchone()[0]
+    finally:
+        housekeeper.close()
+    assert synchronous == store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
 def test_upgrading_keeps_what_the_old_triggers_indexed(tmp_path: Path) -> None:
     before = tmp_path / "before"
     before.mkdir()
