@@ -78,3 +78,14 @@ async def test_every_follower_is_woken_and_one_that_left_is_not_in_the_way() -> 
     frames = await asyncio.wait_for(asyncio.gather(first, second), timeout=1)
     assert frames[0] == frames[1] and len(frames[0]) == 2
     assert gone.cancelled()
+
+
+def test_a_token_frame_is_the_frame_publish_writes_for_it() -> None:
+    texts = ["a", 'say "hi"\n', "back\\slash\ttab", "é ü ß", "😀 emoji", "\x00\x1f", ""]
+    fast = Generation("m1", grace_seconds=1)
+    plain = Generation("m1", grace_seconds=1)
+    for text in texts:
+        fast.publish_text(text)
+        plain.publish("token.delta", {"text": text})
+    assert fast.frames == plain.frames
+    assert [data["text"] for _, _, data in _events(fast.frames)] == texts
