@@ -261,6 +261,18 @@ async def _store(
             request_id=reply.ticket.request_id,
         )
 
+    def announce() -> None:
+        generation.publish(
+            "message.completed",
+            {
+                "message_id": reply.reply_id,
+                "status": status,
+                "finish_reason": finish_reason,
+                "usage": usage,
+                "content": content,
+            },
+        )
+
     def settle(conn: sqlite3.Connection) -> None:
         meter.finish(
             reply.ticket,
@@ -272,6 +284,11 @@ async def _store(
             also=save,
             conn=conn,
         )
+        # Announced from inside the batch: its commit ends the same callback, before any
+        # follower runs, so no client hears of the end before it is stored, and each hears
+        # a loop turn sooner than once this task has resumed (at a wave of replies ending
+        # together, a turn is 5-10 ms).
+        announce()
 
     try:
         await store.group_commit.run(settle)
@@ -279,16 +296,8 @@ async def _store(
         # The answer has been served; it stays `streaming` in the store, and the restart
         # marks it incomplete. Loud, so an operator sees it.
         log.exception("reply %s and its usage row could not be stored", reply.reply_id)
-    generation.publish(
-        "message.completed",
-        {
-            "message_id": reply.reply_id,
-            "status": status,
-            "finish_reason": finish_reason,
-            "usage": usage,
-            "content": content,
-        },
-    )
+    if not generation.completed:  # the write failed before its end: the client still hears
+        announce()
 
 
 def _added(total: dict[str, Any] | None, usage: Mapping[str, Any]) -> dict[str, Any]:

@@ -135,6 +135,24 @@ def test_a_reply_streams_as_named_events_and_is_stored(api: Api) -> None:
     assert stored[1]["request_id"] == api.last_request_id
 
 
+def test_a_reply_that_cannot_be_stored_still_ends_for_its_client(
+    api: Api, server: LiveServer
+) -> None:
+    conv = api.new(title="unlucky")
+    finish = f"BEFORE UPDATE OF content ON messages WHEN OLD.conversation_id = '{conv['id']}'"
+    with _trigger(server, f"{finish} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"):
+        events = api.events(conv["id"], "hello")
+    # Served as it came, and ended as usual; the store keeps it `streaming` (a restart marks
+    # it incomplete), and the server log says why.
+    assert events[-1][1] == "message.completed"
+    assert events[-1][2]["content"] == "ok ok ok"
+    stored = api.http.get(f"/conversations/{conv['id']}/messages").json()["data"]
+    assert [(m["role"], m["status"]) for m in stored] == [
+        ("user", "complete"),
+        ("assistant", "streaming"),
+    ]
+
+
 def test_the_second_turn_is_sent_with_the_first(api: Api, scripted: ScriptedUpstream) -> None:
     conv = api.new(system_prompt="Be brief.")
     api.events(conv["id"], "My name is Ada.")
