@@ -120,11 +120,6 @@ async def _relay_text(
 ) -> None:
     """Publish the answer's text as it comes, read off the stream's own parse of each chunk."""
     async for texts in stream.texts():
-        if reply.guard is None:  # nothing to wait for between the pieces
-            pieces += texts
-            for text in texts:
-                generation.publish_text(text)
-            continue
         for text in texts:
             await _say(generation, reply, text, pieces)
     if reply.guard is not None and not await reply.guard.finish():
