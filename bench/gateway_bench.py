@@ -93,6 +93,7 @@ class Sizes:
     floor_levels: tuple[int, ...]  # where the bare relay is: whether the box can judge a proxy
     again_levels: tuple[int, ...]  # where direct is measured twice, to show the run's noise
     own_core_levels: tuple[int, ...]  # measured again with the proxy alone on a core
+    own_core_rounds: int  # more than its level's: one build's tail read 1.03-1.12x a round
     per_user: int  # requests each user sends back to back in the overhead loads
     burst_levels: tuple[int, ...]  # N streams started in the same instant
     output_tokens: int
@@ -100,7 +101,7 @@ class Sizes:
     stall_streams: int  # starting over STALL_SPREAD seconds
     feature_streams: int
     feature_requests: int  # each user's, back to back: waves that start together
-    feature_rounds: int
+    feature_rounds: int  # a chats wave's ratio moves 0.955-0.992x from one round to the next
     hold_streams: int
     hold_tokens: int
     hold_spread: float
@@ -114,6 +115,7 @@ FULL = Sizes(
     floor_levels=(16, 128, 512),
     again_levels=(128,),
     own_core_levels=(128,),
+    own_core_rounds=4,
     per_user=3,
     burst_levels=(16, 128),
     output_tokens=128,
@@ -121,7 +123,7 @@ FULL = Sizes(
     stall_streams=64,
     feature_streams=128,
     feature_requests=3,
-    feature_rounds=4,
+    feature_rounds=6,
     hold_streams=1000,
     hold_tokens=72,
     hold_spread=8.0,
@@ -135,6 +137,7 @@ QUICK = dataclasses.replace(
     floor_levels=(16, 64),
     again_levels=(64,),
     own_core_levels=(64,),
+    own_core_rounds=1,
     per_user=2,
     burst_levels=(16,),
     output_tokens=64,
@@ -236,7 +239,7 @@ async def bench_overhead(
             rows += measured_again(direct, tallies[AGAIN], streams)
         rows += [host_steal(tallies), remeasured_row(remeasured)]
         if streams in sizes.own_core_levels:
-            rows += await bench_own_core(spec, rounds, engine, gateway, floor)
+            rows += await bench_own_core(spec, sizes.own_core_rounds, engine, gateway, floor)
     return rows
 
 
