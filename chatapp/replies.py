@@ -19,6 +19,7 @@ from chatapp.errors import RequestError
 from chatapp.generation import Generation
 from chatapp.metering import Meter, Ticket
 from chatapp.moderation import OutputGuard
+from chatapp.searcher import Searcher
 from chatapp.tool_calls import ToolCallBuilder
 from chatapp.tools import TOOLS, ToolContext, run_tool
 from chatapp.upstreams import ModelPool
@@ -61,6 +62,7 @@ async def produce_reply(
     completions: Completions,
     meter: Meter,
     store: ConversationStore,
+    searcher: Searcher,
 ) -> None:
     """Publish message.started, token.delta…, (error), message.completed; store the reply."""
     generation.publish(
@@ -100,7 +102,7 @@ async def produce_reply(
                 raise _Filtered
             if not calls:
                 break
-            messages += await _run_calls(generation, reply, store, calls, pieces, rounds)
+            messages += await _run_calls(generation, reply, store, searcher, calls, pieces, rounds)
         status = "complete"
     except _Filtered:
         status, finish_reason = "filtered", "content_filter"
@@ -159,6 +161,7 @@ async def _run_calls(
     generation: Generation,
     reply: Reply,
     store: ConversationStore,
+    searcher: Searcher,
     calls: ToolCallBuilder,
     pieces: list[str],
     rounds: _Rounds,
@@ -187,7 +190,7 @@ async def _run_calls(
         generation.publish(
             "tool.call", {"id": call.id, "name": call.name, "arguments": call.arguments}
         )
-    context = ToolContext(user_id=reply.user_id, db=store.db)
+    context = ToolContext(user_id=reply.user_id, db=store.db, searcher=searcher)
     results = await asyncio.gather(
         *(run_tool(call, context, timeout=reply.tool_timeout) for call in calls.calls())
     )

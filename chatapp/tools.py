@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlite_utils
 
 from chatapp.errors import InvalidRequest
-from chatapp.search import search
+from chatapp.searcher import Searcher
 
 log = logging.getLogger("chatapp.tools")
 
@@ -35,6 +35,7 @@ class ToolContext:
 
     user_id: int
     db: sqlite_utils.Database
+    searcher: Searcher  # searches run off the event loop (chatapp/searcher.py)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ async def _search_conversations(arguments: Mapping[str, Any], context: ToolConte
     if not isinstance(query, str) or not query.strip():
         raise ValueError('give {"query": "words to look for"}')
     try:
-        found = search(context.db, context.user_id, query, limit=10)
+        found = await context.searcher.find(context.user_id, query, limit=10)
     except InvalidRequest as exc:
         raise ValueError(exc.message) from None
     hits = [hit for hit in found if not _blocked(context.db, hit.get("message_id"))][:5]

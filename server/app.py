@@ -36,6 +36,7 @@ from chatapp.metering import Meter
 from chatapp.moderation import Moderator
 from chatapp.paths import DB_NAME
 from chatapp.quotas import Quotas
+from chatapp.searcher import Searcher
 from chatapp.store import open_database
 from chatapp.upstreams import build_pools
 from server.errors import exception_handlers
@@ -139,6 +140,7 @@ def create_app(
         # Checkpoints run from the housekeeper's thread, never inside a request's commit.
         db.conn.execute("PRAGMA wal_autocheckpoint = 0")
         housekeeper = Housekeeper(home / DB_NAME)
+        searcher = Searcher(home / DB_NAME)
         ledger = Ledger(home / LEDGER_NAME, home / DB_NAME)
         # The writers on the loop share commits: what ends or starts in one turn of it.
         group_commit = GroupCommit(db.conn)
@@ -175,6 +177,7 @@ def create_app(
             replies=replies,
             moderator=moderator,
             metrics=metrics,
+            searcher=searcher,
         )
         meter.observers += [metrics.observe_usage, note_usage]
         moderator.observers.append(metrics.observe_moderation)
@@ -202,6 +205,7 @@ def create_app(
             await anyio.to_thread.run_sync(ledger.flush)
             ledger.close()
             housekeeper.close()
+            searcher.close()
             db.conn.close()
 
     return Gateway(

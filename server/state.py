@@ -17,6 +17,7 @@ from chatapp.generation import GenerationRegistry
 from chatapp.ledger import Ledger
 from chatapp.metering import Meter
 from chatapp.moderation import Moderator
+from chatapp.searcher import Searcher
 from chatapp.upstreams import ModelPool
 
 __all__ = ["GatewayState", "state_of"]
@@ -41,6 +42,7 @@ class GatewayState:
     replies: GenerationRegistry
     moderator: Moderator
     metrics: GatewayMetrics
+    searcher: Searcher
 
     def pool(self, model: object) -> ModelPool:
         """The pool for a model name, or 404 listing what exists."""

@@ -298,7 +298,12 @@ async def _start(
 
     async def run(generation: Generation) -> None:
         await produce_reply(
-            generation, reply, completions=state.completions, meter=state.meter, store=store
+            generation,
+            reply,
+            completions=state.completions,
+            meter=state.meter,
+            store=store,
+            searcher=state.searcher,
         )
         if not stored:
             return  # the turn was not stored: nothing to summarize or title

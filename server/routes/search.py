@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from chatapp.errors import InvalidRequest
-from chatapp.search import MARK, search
+from chatapp.search import MARK
 from server.auth import authenticate
 from server.state import state_of
 
@@ -22,8 +22,7 @@ async def search_conversations(request: Request) -> JSONResponse:
     prefix = request.query_params.get("prefix", "false")
     if prefix not in ("true", "false"):
         raise InvalidRequest("prefix must be true or false", param="prefix")
-    hits = search(
-        state.conversations.db,
+    hits = await state.searcher.find(
         principal.user_id,
         request.query_params.get("q", ""),
         limit=int(limit),

@@ -12,6 +12,7 @@ import pytest
 
 from chatapp.accounts import Accounts
 from chatapp.conversations import ConversationStore
+from chatapp.searcher import Searcher
 from chatapp.store import open_database
 from chatapp.tool_calls import ToolCallBuilder
 from chatapp.tools import TOOLS, Tool, ToolCall, ToolContext, evaluate, run_tool
@@ -55,7 +56,8 @@ def test_the_calculator_refuses_anything_but_arithmetic(expression: str) -> None
 
 
 def _context(tmp_path: Path) -> ToolContext:
-    return ToolContext(user_id=1, db=open_database(tmp_path / "chatapp.db"))
+    path = tmp_path / "chatapp.db"
+    return ToolContext(user_id=1, db=open_database(path), searcher=Searcher(path))
 
 
 def _call(name: str, arguments: str) -> ToolCall:
@@ -111,7 +113,9 @@ async def test_search_sees_only_the_callers_conversations(tmp_path: Path) -> Non
         with db.conn:
             store.add_message(conv["id"], parent_id=None, role="user", content="aardvark facts")
     found = await run_tool(
-        _call("search_conversations", '{"query": "aardvark"}'), ToolContext(ann, db), timeout=1
+        _call("search_conversations", '{"query": "aardvark"}'),
+        ToolContext(ann, db, Searcher(tmp_path / "chatapp.db")),
+        timeout=1,
     )
     assert "ann's aardvark notes" in found.content and "bob" not in found.content
 
@@ -164,11 +168,8 @@ async def test_search_never_shows_blocked_questions(tmp_path: Path) -> None:
             conv["id"], parent_id=None, role="user", content="okapi secret", status="blocked"
         )
         store.add_message(conv["id"], parent_id=None, role="user", content="okapi facts")
-    found = await run_tool(
-        _call("search_conversations", '{"query": "okapi"}'), ToolContext(ann, db), timeout=1
-    )
+    context = ToolContext(ann, db, Searcher(tmp_path / "chatapp.db"))
+    found = await run_tool(_call("search_conversations", '{"query": "okapi"}'), context, timeout=1)
     assert "okapi facts" in found.content and "secret" not in found.content
-    empty = await run_tool(
-        _call("search_conversations", '{"query": "!!!"}'), ToolContext(ann, db), timeout=1
-    )
+    empty = await run_tool(_call("search_conversations", '{"query": "!!!"}'), context, timeout=1)
     assert empty.error and "RuntimeError" not in empty.content

@@ -404,6 +404,42 @@ def test_search_never_shows_another_users_messages(api: Api, server: LiveServer)
     other.http.close()
 
 
+def test_a_search_waiting_for_the_write_lock_leaves_the_server_answering(
+    api: Api, server: LiveServer
+) -> None:
+    """A search first indexes what waits, which needs SQLite's write lock. While another
+    process holds it, the search waits in a worker thread: the event loop, and every stream
+    on it, goes on."""
+    word = f"wombat{time.time_ns()}"
+    conv = api.new()
+    holder = open_database(server.home / DB_NAME).conn
+    holder.isolation_level = None
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute(
+        "INSERT INTO messages (id, conversation_id, role, content) VALUES (?, ?, 'user', ?)",
+        (f"msg_{word}", conv["id"], f"a note on {word}"),
+    )
+    holder.execute("COMMIT")  # waiting to be indexed, and the lock taken again at once
+    holder.execute("BEGIN IMMEDIATE")
+    found: list[httpx.Response] = []
+    searching = threading.Thread(
+        target=lambda: found.append(api.http.get("/search", params={"q": word}))
+    )
+    searching.start()
+    try:
+        time.sleep(0.3)  # the search is waiting for the lock
+        started = time.monotonic()
+        health = httpx.get(f"{server.url}/healthz", timeout=2.0)
+        assert health.status_code == 200 and time.monotonic() - started < 1.0
+        assert not found  # still waiting: the lock is still held
+    finally:
+        holder.execute("ROLLBACK")
+        searching.join(timeout=15)
+        holder.close()
+    assert found[0].status_code == 200
+    assert [hit["message_id"] for hit in found[0].json()["data"]] == [f"msg_{word}"]
+
+
 def test_export_and_import_round_trip_every_branch(api: Api) -> None:
     conv = api.new(title="Round trip", system_prompt="Be brief.", tags=["x"])
     first = api.events(conv["id"], "question")
