@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
@@ -16,6 +17,7 @@ from rich.logging import RichHandler
 
 from chatapp.errors import ChatAppError
 from cli.common import ConfigOption, Setup, console, fail, load_setup
+from cli.log_thread import LogThread
 
 __all__ = ["serve"]
 
@@ -98,7 +100,8 @@ def _display_host(host: str) -> str:
 
 
 def _configure_logging(log_format: str = "text", level: str = "info") -> None:
-    """chatapp's log lines, each with its request's id: for people (rich) or JSON Lines."""
+    """chatapp's log lines, each with its request's id: for people (rich) or JSON Lines,
+    written by a thread of their own (cli/log_thread.py), never by the event loop."""
     from server.request_log import AccessLines, JsonLines, RequestIdFilter, WithRequestId
 
     handler: logging.Handler
@@ -111,14 +114,12 @@ def _configure_logging(log_format: str = "text", level: str = "info") -> None:
         # One line a request: plain, since rich's layout would cost more than the request.
         access = logging.StreamHandler(sys.stdout)
         access.setFormatter(AccessLines())
-        access.addFilter(RequestIdFilter())
         access_logger = logging.getLogger("chatapp.access")
-        access_logger.addHandler(access)
+        atexit.register(LogThread(access_logger, access, RequestIdFilter()).stop)
         access_logger.propagate = False
-    handler.addFilter(RequestIdFilter())
     logger = logging.getLogger("chatapp")
     logger.setLevel(level.upper())
-    logger.addHandler(handler)
+    atexit.register(LogThread(logger, handler, RequestIdFilter()).stop)
     logger.propagate = False
 
 
