@@ -25,7 +25,7 @@ __all__ = ["Searcher"]
 
 
 class Searcher:
-    """One connection, one search at a time, each in a worker thread."""
+    """One connection, one search at a time, in a worker thread."""
 
     def __init__(self, db_path: Path) -> None:
         conn = sqlite3.connect(db_path, timeout=10.0, check_same_thread=False)
@@ -33,6 +33,9 @@ class Searcher:
         conn.execute("PRAGMA synchronous = NORMAL")
         self._db = sqlite_utils.Database(conn)
         self._lock = threading.Lock()
+        # One worker thread at most: a burst of searches waits here, not in the shared pool's
+        # threads, which the ledger's flush and a reply's token count need too.
+        self._limiter: anyio.CapacityLimiter | None = None
 
     async def find(
         self, user_id: int, text: str, *, limit: int = 20, prefix: bool = False
@@ -40,7 +43,9 @@ class Searcher:
         """`chatapp.search.search` for this user, off the event loop."""
         fts_query(text, prefix=prefix)  # a query with no words is refused without a thread
         work = functools.partial(self._find, user_id, text, limit=limit, prefix=prefix)
-        return await anyio.to_thread.run_sync(work)
+        if self._limiter is None:  # made on the loop: anyio needs one running
+            self._limiter = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
 
     def _find(self, user_id: int, text: str, *, limit: int, prefix: bool) -> list[dict[str, Any]]:
         with self._lock:
