@@ -57,9 +57,10 @@ async def write_summary(
         return None
     summary = summary.strip()
     if summary:
-        with store.db.conn:
-            store.db.execute(
+        await store.group_commit.run(  # as a title's: never SQLite's busy handler on the loop
+            lambda conn: conn.execute(
                 "UPDATE conversations SET summary = ?, summary_through = ? WHERE id = ?",
                 (summary, dropped[-1]["id"], conversation_id),
             )
+        )
     return summary or None

@@ -69,9 +69,12 @@ async def write_title(
     except (RequestError, ValueError, KeyError, IndexError, TypeError) as exc:
         log.info("title for %s falls back to the question's words: %s", conversation_id, exc)
     title = title or fallback_title(question)
-    with store.db.conn:
-        store.db.execute(
+    # Through the loop turn's shared commit: a write lock held elsewhere is waited for on the
+    # loop's timers, not in SQLite's busy handler, which would stop every stream meanwhile.
+    await store.group_commit.run(
+        lambda conn: conn.execute(
             "UPDATE conversations SET title = ? WHERE id = ? AND title = ''",
             (title, conversation_id),
         )
+    )
     return title
