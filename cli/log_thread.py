@@ -31,13 +31,20 @@ class LogThread:
         *filters: logging.Filter,
         capacity: int = CAPACITY,
     ) -> None:
-        waiting: queue.Queue[logging.LogRecord] = queue.Queue(capacity)
-        self.handoff = _Handoff(waiting)
+        self._waiting: queue.Queue[logging.LogRecord] = queue.Queue(capacity)
+        self.handoff = _Handoff(self._waiting)
         for each in filters:
             self.handoff.addFilter(each)
         logger.addHandler(self.handoff)
-        self._listener = _Listener(waiting, handler)
+        self._listener = _Listener(self._waiting, handler)
         self._listener.start()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until what waits is written (a few seconds at most: a reader that stopped
+        reading would hold it up for good)."""
+        waiting = self._waiting
+        with waiting.all_tasks_done:
+            waiting.all_tasks_done.wait_for(lambda: not waiting.unfinished_tasks, timeout)
 
     def stop(self) -> None:
         """Write what waits, then end the thread."""

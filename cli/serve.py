@@ -54,12 +54,20 @@ def serve(
         init = initialize(setup.home, url=url, admin_key=os.environ.get("CHATAPP_ADMIN_KEY"))
     except ChatAppError as exc:
         raise fail(str(exc)) from None
-    _configure_logging(setup.config.server.log_format, setup.config.server.log_level)
+    log_threads = _configure_logging(setup.config.server.log_format, setup.config.server.log_level)
     from server.app import create_app  # the web stack loads only for serve
+
+    def flush_logs() -> None:
+        # uvicorn ends the process on SIGTERM by raising the signal again: no atexit then.
+        for thread in log_threads:
+            thread.flush()
 
     try:
         app = create_app(
-            setup.config, setup.home, on_ready=lambda: _print_ready(setup, url, init.new_key)
+            setup.config,
+            setup.home,
+            on_ready=lambda: _print_ready(setup, url, init.new_key),
+            on_stopped=flush_logs,
         )
     except ChatAppError as exc:
         raise fail(str(exc)) from None
@@ -99,12 +107,13 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def _configure_logging(log_format: str = "text", level: str = "info") -> None:
+def _configure_logging(log_format: str = "text", level: str = "info") -> list[LogThread]:
     """chatapp's log lines, each with its request's id: for people (rich) or JSON Lines,
-    written by a thread of their own (cli/log_thread.py), never by the event loop."""
+    written by threads of their own (cli/log_thread.py), never by the event loop."""
     from server.request_log import AccessLines, JsonLines, RequestIdFilter, WithRequestId
 
     handler: logging.Handler
+    threads: list[LogThread] = []
     if log_format == "json":
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(JsonLines())
@@ -115,12 +124,15 @@ def _configure_logging(log_format: str = "text", level: str = "info") -> None:
         access = logging.StreamHandler(sys.stdout)
         access.setFormatter(AccessLines())
         access_logger = logging.getLogger("chatapp.access")
-        atexit.register(LogThread(access_logger, access, RequestIdFilter()).stop)
+        threads.append(LogThread(access_logger, access, RequestIdFilter()))
         access_logger.propagate = False
     logger = logging.getLogger("chatapp")
     logger.setLevel(level.upper())
-    atexit.register(LogThread(logger, handler, RequestIdFilter()).stop)
+    threads.append(LogThread(logger, handler, RequestIdFilter()))
     logger.propagate = False
+    for thread in threads:
+        atexit.register(thread.stop)
+    return threads
 
 
 def _chatapp_command() -> str:

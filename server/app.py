@@ -124,12 +124,17 @@ routes = [
 
 
 def create_app(
-    config: Config, home: Path, *, on_ready: Callable[[], None] | None = None
+    config: Config,
+    home: Path,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    on_stopped: Callable[[], None] | None = None,
 ) -> Starlette:
     """The gateway for `config`, keeping its files in `home` (which init has prepared).
 
     Engines are checked here (a ConfigError before anything starts) and launched by the
-    lifespan; `on_ready` is called once, when every model can first take requests.
+    lifespan; `on_ready` is called once, when every model can first take requests, and
+    `on_stopped` last, once everything has stopped.
     """
     pools = build_pools(config, home / "logs")
     metrics = GatewayMetrics()
@@ -207,6 +212,8 @@ def create_app(
             housekeeper.close()
             searcher.close()
             db.conn.close()
+            if on_stopped is not None:
+                on_stopped()
 
     return Gateway(
         routes=routes,

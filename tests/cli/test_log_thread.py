@@ -44,12 +44,13 @@ def test_records_arrive_in_order_formatted_on_the_thread_with_the_callers_stamp(
         raise ValueError("kept")
     except ValueError:
         logger.exception("failed")
-    thread.stop()
+    thread.flush()  # as the server does at the end of its shutdown: everything is written
     lines = out.getvalue().splitlines()
     me = threading.current_thread().name
     assert lines[:200] == [f"line {n} of many by {me}" for n in range(200)]
     assert lines[200] == f"failed by {me}"
     assert "ValueError: kept" in out.getvalue()  # the traceback, rendered by the thread
+    thread.stop()
 
 
 def test_a_reader_that_stops_reading_costs_lines_not_the_caller(logger: logging.Logger) -> None:
