@@ -4,19 +4,19 @@ A search over a long history spends tens of milliseconds in SQLite (34 ms p95 ov
 messages), and before it looks it indexes what the housekeeper has not got to yet, which waits
 for SQLite's write lock. On the event loop every stream of the process would stop for both:
 one person searching as they type would stretch everyone's inter-token gaps. SQLite lets go of
-the GIL while it works and WAL lets this connection read while the loop's writes, so here the
+the GIL while it works and WAL lets this connection read beside the loop's writes, so here the
 loop goes on meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sqlite3
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import anyio
 import sqlite_utils
 
 from chatapp.search import fts_query, search
@@ -25,32 +25,38 @@ __all__ = ["Searcher"]
 
 
 class Searcher:
-    """One connection, one search at a time, in a worker thread."""
+    """One connection and one thread of its own: searches queue for it, in order.
+
+    Not anyio's shared pool: a search given up on (a tool's timeout, a client gone) would
+    hand back its place there while its thread still ran, and a burst of them would take
+    threads that the ledger's flush and a reply's token count need. Here a search already
+    running finishes, one still queued never starts, and no second thread is ever made.
+    """
 
     def __init__(self, db_path: Path) -> None:
         conn = sqlite3.connect(db_path, timeout=10.0, check_same_thread=False)
         # As the request connection: the index's commits need no fsync of the WAL.
         conn.execute("PRAGMA synchronous = NORMAL")
         self._db = sqlite_utils.Database(conn)
-        self._lock = threading.Lock()
-        # One worker thread at most: a burst of searches waits here, not in the shared pool's
-        # threads, which the ledger's flush and a reply's token count need too.
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatapp-search")
 
     async def find(
         self, user_id: int, text: str, *, limit: int = 20, prefix: bool = False
     ) -> list[dict[str, Any]]:
         """`chatapp.search.search` for this user, off the event loop."""
         fts_query(text, prefix=prefix)  # a query with no words is refused without a thread
-        work = functools.partial(self._find, user_id, text, limit=limit, prefix=prefix)
-        if self._limiter is None:  # made on the loop: anyio needs one running
-            self._limiter = anyio.CapacityLimiter(1)
-        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        work = functools.partial(search, self._db, user_id, text, limit=limit, prefix=prefix)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+        except RuntimeError:  # closed: the server is stopping (answered 503, as a locked file)
+            raise sqlite3.OperationalError("search is closed: the server is stopping") from None
 
-    def _find(self, user_id: int, text: str, *, limit: int, prefix: bool) -> list[dict[str, Any]]:
-        with self._lock:
-            return search(self._db, user_id, text, limit=limit, prefix=prefix)
+    async def aclose(self) -> None:
+        """Close the connection once the search running now (if any) is done; the queued
+        ones are dropped. The loop is free meanwhile."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._close)
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.conn.close()
+    def _close(self) -> None:
+        self._thread.shutdown(wait=True)  # the running search, then the connection
+        self._db.conn.close()

@@ -54,20 +54,16 @@ def serve(
         init = initialize(setup.home, url=url, admin_key=os.environ.get("CHATAPP_ADMIN_KEY"))
     except ChatAppError as exc:
         raise fail(str(exc)) from None
-    log_threads = _configure_logging(setup.config.server.log_format, setup.config.server.log_level)
+    log_thread = _configure_logging(setup.config.server.log_format, setup.config.server.log_level)
     from server.app import create_app  # the web stack loads only for serve
-
-    def flush_logs() -> None:
-        # uvicorn ends the process on SIGTERM by raising the signal again: no atexit then.
-        for thread in log_threads:
-            thread.flush()
 
     try:
         app = create_app(
             setup.config,
             setup.home,
             on_ready=lambda: _print_ready(setup, url, init.new_key),
-            on_stopped=flush_logs,
+            # uvicorn ends the process on SIGTERM by raising the signal again: no atexit then.
+            on_stopped=log_thread.flush,
         )
     except ChatAppError as exc:
         raise fail(str(exc)) from None
@@ -107,32 +103,38 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def _configure_logging(log_format: str = "text", level: str = "info") -> list[LogThread]:
+def _configure_logging(log_format: str = "text", level: str = "info") -> LogThread:
     """chatapp's log lines, each with its request's id: for people (rich) or JSON Lines,
-    written by threads of their own (cli/log_thread.py), never by the event loop."""
-    from server.request_log import AccessLines, JsonLines, RequestIdFilter, WithRequestId
+    written by a thread of their own (cli/log_thread.py), never by the event loop."""
+    from server.request_log import (
+        AccessLines,
+        JsonLines,
+        RequestIdFilter,
+        WithRequestId,
+        access_log,
+    )
 
-    handler: logging.Handler
-    threads: list[LogThread] = []
+    handlers: list[logging.Handler] = []
     if log_format == "json":
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(JsonLines())
+        lines = logging.StreamHandler(sys.stdout)
+        lines.setFormatter(JsonLines())
+        handlers.append(lines)
     else:
-        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-        handler.setFormatter(WithRequestId())
+        people = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        people.setFormatter(WithRequestId())
+        people.addFilter(lambda record: record.name != access_log.name)
         # One line a request: plain, since rich's layout would cost more than the request.
         access = logging.StreamHandler(sys.stdout)
         access.setFormatter(AccessLines())
-        access_logger = logging.getLogger("chatapp.access")
-        threads.append(LogThread(access_logger, access, RequestIdFilter()))
-        access_logger.propagate = False
+        access.addFilter(lambda record: record.name == access_log.name)
+        handlers += [people, access]
+    thread = LogThread(*handlers, filters=[RequestIdFilter()])
     logger = logging.getLogger("chatapp")
     logger.setLevel(level.upper())
-    threads.append(LogThread(logger, handler, RequestIdFilter()))
+    thread.feed(logger)
     logger.propagate = False
-    for thread in threads:
-        atexit.register(thread.stop)
-    return threads
+    atexit.register(thread.stop)
+    return thread
 
 
 def _chatapp_command() -> str:

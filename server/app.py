@@ -199,21 +199,24 @@ def create_app(
         try:
             yield
         finally:
-            announce.cancel()
-            flusher.cancel()
-            tidier.cancel()
-            checker.cancel()
-            await replies.shutdown()  # replies in flight are stored as incomplete
-            log.info("shutting down: stopping %d engine(s)", len(supervisors))
-            await asyncio.gather(*(s.stop() for s in supervisors))
-            await client.aclose()
-            await anyio.to_thread.run_sync(ledger.flush)
-            ledger.close()
-            housekeeper.close()
-            searcher.close()
-            db.conn.close()
-            if on_stopped is not None:
-                on_stopped()
+            try:
+                announce.cancel()
+                flusher.cancel()
+                tidier.cancel()
+                checker.cancel()
+                await replies.shutdown()  # replies in flight are stored as incomplete
+                log.info("shutting down: stopping %d engine(s)", len(supervisors))
+                await asyncio.gather(*(s.stop() for s in supervisors))
+                await client.aclose()
+                await anyio.to_thread.run_sync(ledger.flush)
+                ledger.close()
+                housekeeper.close()
+                await searcher.aclose()
+                db.conn.close()
+                log.info("stopped")
+            finally:  # also when a step above failed: its error is among the lines to write
+                if on_stopped is not None:
+                    on_stopped()
 
     return Gateway(
         routes=routes,

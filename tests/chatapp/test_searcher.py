@@ -1,9 +1,10 @@
-"""Searches off the event loop: one worker thread, none of the shared pool's."""
+"""Searches off the event loop: one thread of their own, none of the shared pool's."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import anyio
@@ -14,6 +15,10 @@ from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest
 from chatapp.searcher import Searcher
 from chatapp.store import open_database
+
+
+def _search_threads() -> int:
+    return sum(t.name.startswith("chatapp-search") for t in threading.enumerate())
 
 
 async def test_searches_waiting_for_the_lock_hold_one_thread_and_none_of_the_pools(
@@ -30,11 +35,17 @@ async def test_searches_waiting_for_the_lock_hold_one_thread_and_none_of_the_poo
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # the message waits to be indexed, behind this lock
     searcher = Searcher(path)
+    before = _search_threads()
+    given_up = [asyncio.wait_for(searcher.find(ann, "quokka"), 0.05) for _ in range(5)]
+    for search in given_up:  # a tool's timeout, a client gone: the thread is not let go
+        with pytest.raises(TimeoutError):
+            await search
     searches = [asyncio.ensure_future(searcher.find(ann, "quokka")) for _ in range(5)]
     await asyncio.sleep(0.2)
+    assert _search_threads() - before == 1
     pool = anyio.to_thread.current_default_thread_limiter()
     assert pool.borrowed_tokens == 0
-    with anyio.fail_after(1):  # the ledger's flush or a token count would still get a thread
+    with anyio.fail_after(1):  # the ledger's flush or a token count still gets a thread
         assert await anyio.to_thread.run_sync(lambda: 42) == 42
     assert not any(search.done() for search in searches)
     holder.execute("ROLLBACK")
@@ -42,5 +53,8 @@ async def test_searches_waiting_for_the_lock_hold_one_thread_and_none_of_the_poo
     assert all([hit["snippet"] for hit in hits] == ["<mark>quokka</mark> facts"] for hits in found)
     with pytest.raises(InvalidRequest):
         await searcher.find(ann, "!!!")
-    searcher.close()
+    await searcher.aclose()
+    with pytest.raises(sqlite3.OperationalError, match="closed"):  # answered 503
+        await searcher.find(ann, "quokka")
     holder.close()
+    db.conn.close()

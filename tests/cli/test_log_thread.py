@@ -37,7 +37,8 @@ def test_records_arrive_in_order_formatted_on_the_thread_with_the_callers_stamp(
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(message)s by %(caller)s"))
-    thread = LogThread(logger, handler, _Stamp())
+    thread = LogThread(handler, filters=[_Stamp()])
+    thread.feed(logger)
     for n in range(200):
         logger.info("line %d of %s", n, "many")
     try:
@@ -53,10 +54,29 @@ def test_records_arrive_in_order_formatted_on_the_thread_with_the_callers_stamp(
     thread.stop()
 
 
+def test_flush_waits_until_every_queued_line_is_written(logger: logging.Logger) -> None:
+    written: list[str] = []
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            time.sleep(0.005)
+            written.append(record.getMessage())
+
+    thread = LogThread(Slow())
+    thread.feed(logger)
+    for n in range(50):
+        logger.info("line %d", n)
+    assert len(written) < 50  # still being written
+    thread.flush()
+    assert written == [f"line {n}" for n in range(50)]
+    thread.stop()
+
+
 def test_a_reader_that_stops_reading_costs_lines_not_the_caller(logger: logging.Logger) -> None:
     read_end, write_end = os.pipe()
     writer = os.fdopen(write_end, "w", buffering=1)
-    thread = LogThread(logger, logging.StreamHandler(writer), capacity=100)
+    thread = LogThread(logging.StreamHandler(writer), capacity=100)
+    thread.feed(logger)
     started = time.monotonic()
     for n in range(5_000):  # about 450 KB: several times what the pipe holds unread
         logger.info("line %04d %s", n, "x" * 80)
@@ -67,7 +87,7 @@ def test_a_reader_that_stops_reading_costs_lines_not_the_caller(logger: logging.
     )
     reader.start()
     deadline = time.monotonic() + 10
-    while thread.handoff.queue.qsize() and time.monotonic() < deadline:
+    while thread.waiting() and time.monotonic() < deadline:
         time.sleep(0.01)  # what waited is written, so there is room again
     logger.info("after the reader came back")
     thread.stop()

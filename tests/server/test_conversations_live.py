@@ -414,13 +414,23 @@ def test_a_search_waiting_for_the_write_lock_leaves_the_server_answering(
     conv = api.new()
     holder = open_database(server.home / DB_NAME).conn
     holder.isolation_level = None
-    holder.execute("BEGIN IMMEDIATE")
     holder.execute(
         "INSERT INTO messages (id, conversation_id, role, content) VALUES (?, ?, 'user', ?)",
         (f"msg_{word}", conv["id"], f"a note on {word}"),
     )
-    holder.execute("COMMIT")  # waiting to be indexed, and the lock taken again at once
-    holder.execute("BEGIN IMMEDIATE")
+    waiting = "SELECT 1 FROM search_pending WHERE rowid = (SELECT rowid FROM messages WHERE id = ?)"
+    for _ in range(20):  # the lock, taken while the message still waits to be indexed
+        holder.execute("BEGIN IMMEDIATE")
+        if holder.execute(waiting, (f"msg_{word}",)).fetchone():
+            break
+        holder.execute("ROLLBACK")  # the housekeeper indexed it first: a new one
+        word = f"wombat{time.time_ns()}"
+        holder.execute(
+            "INSERT INTO messages (id, conversation_id, role, content) VALUES (?, ?, 'user', ?)",
+            (f"msg_{word}", conv["id"], f"a note on {word}"),
+        )
+    else:
+        pytest.fail("the housekeeper indexed every message before the lock was taken")
     found: list[httpx.Response] = []
     searching = threading.Thread(
         target=lambda: found.append(api.http.get("/search", params={"q": word}))

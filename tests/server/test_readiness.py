@@ -58,3 +58,22 @@ async def test_admin_key_from_init_is_accepted_and_bad_bearer_refused(
     bad = await client.get("/v1/models", headers={"Authorization": "Basic abc"})
     assert bad.status_code == 401
     assert bad.headers["www-authenticate"] == "Bearer"
+
+
+async def test_on_stopped_comes_last_even_when_a_shutdown_step_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve flushes its log threads there: lines explaining a failed shutdown included."""
+    initialize(tmp_path, url="http://test", admin_key=ADMIN_KEY)
+    stopped: list[bool] = []
+    app = create_app(
+        load_config(shipped_config_path()), tmp_path, on_stopped=lambda: stopped.append(True)
+    )
+
+    def broken() -> int:
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        async with app.router.lifespan_context(app):
+            monkeypatch.setattr(app.state.chatapp.ledger, "flush", broken)
+    assert stopped == [True]
