@@ -75,22 +75,24 @@ async def chat_completions(request: Request) -> Response | ASGIApp:
             stream = await state.completions.open_stream(
                 pool, chat.body, include_usage=chat.include_usage, affinity=affinity
             )
+    # Failed requests' usage rows share the loop turn's commit too: when an engine is down,
+    # every request fails at once, and each committing alone would queue all behind all.
     except (EngineUnavailable, InvalidRequest) as exc:
         # The engine never worked on it (not reached, or refused it up front).
-        meter.finish(ticket, status="error", usage=None, upstream=None)
+        await meter.finish_shared(ticket, status="error", usage=None, upstream=None)
         exc.headers.update(meter.headers(ticket))
         raise
     except RequestError as exc:
-        meter.finish(ticket, status="error", usage=await _prompt_usage(pool, chat), upstream=None)
+        usage = await _prompt_usage(pool, chat)
+        await meter.finish_shared(ticket, status="error", usage=usage, upstream=None)
         exc.headers.update(meter.headers(ticket))
         raise
     except _ClientGone:
         # The engine read the prompt before the client left: that much was used.
-        meter.finish(
-            ticket, status="cancelled", usage=await _prompt_usage(pool, chat), upstream=None
-        )
+        usage = await _prompt_usage(pool, chat)
+        await meter.finish_shared(ticket, status="cancelled", usage=usage, upstream=None)
         return Response(status_code=499)  # nobody reads it; the log shows why it ended
-    except BaseException as exc:
+    except BaseException as exc:  # a cancellation: settled without awaiting anything
         status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
         meter.finish(ticket, status=status, usage=None, upstream=None)
         raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 from chatapp.bootstrap import initialize
 from chatapp.config import load_config
-from chatapp.paths import shipped_config_path
+from chatapp.paths import DB_NAME, shipped_config_path
 from server.app import create_app
 from tests.conftest import ADMIN_KEY
 
@@ -48,6 +50,27 @@ async def test_chat_is_503_with_retry_after_while_no_engine_is_ready(
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
     assert response.json()["error"]["code"] == "engine_unavailable"
+
+
+async def test_requests_refused_while_no_engine_is_ready_each_leave_a_usage_row(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Refused all at once (an engine down): every one of them is metered, none lost."""
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            for _ in range(20)
+        )
+    )
+    assert {answer.status_code for answer in answers} == {503}
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    rows = db.execute("SELECT request_id, status FROM usage_outbox").fetchall()
+    db.close()
+    assert sorted(rows) == sorted((a.headers["x-request-id"], "error") for a in answers)
 
 
 async def test_admin_key_from_init_is_accepted_and_bad_bearer_refused(
