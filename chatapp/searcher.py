@@ -17,9 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from chatapp.search import fts_query, search
+from chatapp.store import open_database
 
 __all__ = ["Searcher"]
 
@@ -34,26 +33,25 @@ class Searcher:
     """
 
     def __init__(self, db_path: Path) -> None:
-        conn = sqlite3.connect(db_path, timeout=10.0, check_same_thread=False)
-        # As the request connection: the index's commits need no fsync of the WAL.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        self._db = sqlite_utils.Database(conn)
+        # Set up as the request connection (WAL, synchronous=NORMAL, the same busy timeout).
+        self._db = open_database(db_path, migrate=False)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatapp-search")
+        self._closed = False
 
     async def find(
         self, user_id: int, text: str, *, limit: int = 20, prefix: bool = False
     ) -> list[dict[str, Any]]:
         """`chatapp.search.search` for this user, off the event loop."""
         fts_query(text, prefix=prefix)  # a query with no words is refused without a thread
+        if self._closed:  # the server is stopping: answered 503, as a locked file is
+            raise sqlite3.OperationalError("search is closed: the server is stopping")
         work = functools.partial(search, self._db, user_id, text, limit=limit, prefix=prefix)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, work)
-        except RuntimeError:  # closed: the server is stopping (answered 503, as a locked file)
-            raise sqlite3.OperationalError("search is closed: the server is stopping") from None
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
 
     async def aclose(self) -> None:
         """Close the connection once the search running now (if any) is done; the queued
         ones are dropped. The loop is free meanwhile."""
+        self._closed = True
         self._thread.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._close)
 
