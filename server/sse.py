@@ -63,7 +63,7 @@ class EventStreamResponse:
         frames: AsyncIterable[bytes],
         *,
         keepalive: float,
-        on_close: Callable[[], Awaitable[None]] | None = None,
+        on_close: Callable[[], Awaitable[None] | None] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.frames = frames
@@ -80,7 +80,10 @@ class EventStreamResponse:
         finally:
             if self.on_close is not None:
                 # Also when the client left before the first frame: the upstream must close.
-                await _to_the_end(self.on_close())
+                # One that needs no await has nothing to be cut short: no task to shield it.
+                closing = self.on_close()
+                if closing is not None:
+                    await _to_the_end(closing)
 
     async def _stream(self, receive: Receive, send: Send, send_body: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})

@@ -417,14 +417,10 @@ def _stream(state: GatewayState, generation: Generation, *, after: int) -> Event
     """The reply's events after `after`; the client counts as attached from now until the
     response ends (also when it leaves before the first frame), so abandoning is exact."""
     generation.attach()
-
-    async def detach() -> None:
-        generation.detach()
-
     return EventStreamResponse(
         generation.frames_after(after),
         keepalive=state.config.server.keepalive_seconds,
-        on_close=detach,
+        on_close=generation.detach,
     )
 
 

@@ -83,6 +83,31 @@ async def test_a_disconnect_cancels_the_frames_and_the_stream_ends_quietly() -> 
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
+async def test_a_plain_on_close_runs_in_the_stream_itself_without_a_task() -> None:
+    """A chat's follower only says it left: a plain function, called as the stream ends, even
+    when the client left first, with no task made to shield it."""
+    started, gone = asyncio.Event(), asyncio.Event()
+    closed: list[str] = []
+    tasks_when_closed: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    def on_close() -> None:
+        closed.append("on_close")
+        tasks_when_closed.append(len(asyncio.all_tasks()))
+
+    response = EventStreamResponse(_slow_frames(started, closed), keepalive=60, on_close=on_close)
+    call = asyncio.ensure_future(response({"type": "http"}, receive, _recorder([])))
+    await started.wait()
+    gone.set()
+    await asyncio.wait_for(call, 5)
+    assert closed == ["frames", "on_close"]
+    # This test's task and the stream's: no third one running on_close.
+    assert tasks_when_closed == [2]
+
+
 async def test_a_keepalive_goes_out_while_the_engine_is_quiet() -> None:
     started = asyncio.Event()
     sent: list[dict[str, Any]] = []
