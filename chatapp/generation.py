@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -125,15 +127,26 @@ class GenerationRegistry:
         self.grace_seconds = grace_seconds
         self.keep_seconds = keep_seconds
         self._replies: dict[str, Generation] = {}
+        # Finished replies in the order they finished, each with when it is forgotten: one
+        # queue looked at when replies are asked for, not a timer per reply (with its context
+        # and handle, more for the collector to walk for five minutes).
+        self._finished: deque[tuple[float, str]] = deque()
         self._background: set[asyncio.Task[Any]] = set()
 
     def get(self, reply_id: str) -> Generation | None:
+        self._forget_expired()
         return self._replies.get(reply_id)
+
+    def _forget_expired(self) -> None:
+        finished, now = self._finished, time.monotonic()
+        while finished and finished[0][0] <= now:
+            self._replies.pop(finished.popleft()[1], None)
 
     def start(
         self, reply_id: str, run: Callable[[Generation], Coroutine[Any, Any, None]]
     ) -> Generation:
         """Run `run(generation)` on its own task; it must publish and then call finish()."""
+        self._forget_expired()
         generation = Generation(reply_id, grace_seconds=self.grace_seconds)
         self._replies[reply_id] = generation
 
@@ -149,9 +162,7 @@ class GenerationRegistry:
             # A callback, not a `finally`: it runs even if the task was cancelled before it
             # ever started.
             generation.finish()
-            asyncio.get_running_loop().call_later(
-                self.keep_seconds, self._replies.pop, reply_id, None
-            )
+            self._finished.append((time.monotonic() + self.keep_seconds, reply_id))
 
         generation.task = asyncio.create_task(runner(), name=f"reply:{reply_id}")
         generation.task.add_done_callback(finished)

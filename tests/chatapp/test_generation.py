@@ -66,6 +66,25 @@ async def test_a_finished_reply_keeps_nothing_for_the_garbage_collector_per_even
     assert len(_events(await _read(generation, 200))) == 2  # still resumable, exactly
 
 
+async def test_a_finished_reply_is_forgotten_after_keep_seconds_with_no_timer_of_its_own() -> None:
+    registry = GenerationRegistry(grace_seconds=1, keep_seconds=0.05)
+
+    async def run(generation: Generation) -> None:
+        generation.publish("message.completed", {"content": "..."})
+
+    loop = asyncio.get_running_loop()
+    timers_before = len(getattr(loop, "_scheduled", ()))
+    generation = registry.start("m1", run)
+    assert generation.task is not None
+    await generation.task
+    await asyncio.sleep(0)  # the task's done callback
+    assert registry.get("m1") is generation  # kept for a late resume
+    assert len(getattr(loop, "_scheduled", ())) == timers_before
+    await asyncio.sleep(0.06)
+    assert registry.get("m1") is None
+    assert not registry._finished  # nothing of it is left behind
+
+
 async def test_every_follower_is_woken_and_one_that_left_is_not_in_the_way() -> None:
     generation = Generation("m1", grace_seconds=1)
     first = asyncio.ensure_future(_read(generation, 0))
