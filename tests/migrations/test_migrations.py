@@ -122,3 +122,21 @@ def test_table_rebuild_keeps_child_rows_and_broken_keys_roll_back(tmp_path: Path
     with pytest.raises(StorageError, match="foreign keys broken"):
         apply_migrations(db.conn, scripts)
     assert db.conn.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+
+
+def test_the_conversation_listing_reads_its_own_index_and_no_duplicate_is_kept(
+    tmp_path: Path,
+) -> None:
+    conn = open_database(tmp_path / "chatapp.db").conn
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(conversations)")}
+    assert "conversations_listing" in indexes and "conversations_user_updated" not in indexes
+    plan = " ".join(
+        str(row[3])
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM conversations"
+            " WHERE user_id = ? AND deleted_at IS NULL AND archived = ?"
+            " ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (1, 0, 50),
+        )
+    )
+    assert "conversations_listing" in plan and "TEMP B-TREE" not in plan
