@@ -49,6 +49,19 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_INSERT_MESSAGES = (
+    "INSERT INTO messages (id, conversation_id, parent_id, role, content, status, model,"
+    " created_at, updated_at, tool_calls, tool_call_id) VALUES "
+)
+_MESSAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _make_leaf(conn: sqlite3.Connection, cid: str, mid: str, now: str) -> None:
+    conn.execute(
+        "UPDATE conversations SET current_leaf = ?, updated_at = ? WHERE id = ?", (mid, now, cid)
+    )
+
+
 def _cutoff(older_than: timedelta) -> str:
     return (datetime.now(UTC) - older_than).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -407,39 +420,44 @@ class ConversationStore:
         conn: sqlite3.Connection | None = None,
         tool_calls: list[dict[str, Any]] | None = None,
         tool_call_id: str | None = None,
-        leaf: bool = True,
-        mid: str | None = None,
     ) -> str:
-        """Append a message under `parent_id` and (unless `leaf` is False, for a question
-        whose reply is added next in the same transaction) make it the conversation's
-        current leaf. `mid` is its id when the caller needed it before the write."""
-        mid = mid or new_id("msg")
+        """Append a message under `parent_id` and make it the conversation's current leaf."""
+        mid = new_id("msg")
         now = _now()
         target = conn or self.db.conn
+        calls = json.dumps(tool_calls) if tool_calls else None
         target.execute(
-            "INSERT INTO messages (id, conversation_id, parent_id, role, content, status, model,"
-            " created_at, updated_at, tool_calls, tool_call_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                mid,
-                cid,
-                parent_id,
-                role,
-                content,
-                status,
-                model,
-                now,
-                now,
-                json.dumps(tool_calls) if tool_calls else None,
-                tool_call_id,
-            ),
+            _INSERT_MESSAGES + _MESSAGE_VALUES,
+            (mid, cid, parent_id, role, content, status, model, now, now, calls, tool_call_id),
         )
-        if leaf:
-            target.execute(
-                "UPDATE conversations SET current_leaf = ?, updated_at = ? WHERE id = ?",
-                (mid, now, cid),
-            )
+        _make_leaf(target, cid, mid, now)
         return mid
+
+    def add_turn(
+        self,
+        conn: sqlite3.Connection,
+        cid: str,
+        *,
+        parent_id: str | None,
+        question: tuple[str, str] | None,
+        reply_id: str,
+        model: str,
+    ) -> None:
+        """A chat turn's start: its question (`(id, text)`; None when regenerating) and the
+        empty reply streamed into, as the current leaf. One statement for both rows: the
+        turn is on every reply's path when many start together."""
+        now = _now()
+        rows: list[tuple[Any, ...]] = []
+        if question is not None:
+            question_id, text = question
+            rows.append((question_id, cid, parent_id, "user", text, "complete", None, now, now))
+            parent_id = question_id
+        rows.append((reply_id, cid, parent_id, "assistant", "", "streaming", model, now, now))
+        conn.execute(
+            _INSERT_MESSAGES + ", ".join([_MESSAGE_VALUES] * len(rows)),
+            [value for row in rows for value in (*row, None, None)],  # no tool calls
+        )
+        _make_leaf(conn, cid, reply_id, now)
 
     def finish_message(
         self,

@@ -247,25 +247,9 @@ async def _start(
 
     def store_turn(conn: sqlite3.Connection) -> None:
         """The question and an empty reply to stream into."""
-        if user_message_id is not None:
-            store.add_message(
-                cid,
-                parent_id=parent_id,
-                role="user",
-                content=content or "",
-                conn=conn,
-                leaf=False,
-                mid=user_message_id,
-            )
-        store.add_message(
-            cid,
-            parent_id=user_message_id or parent_id,
-            role="assistant",
-            content="",
-            status="streaming",
-            model=model.name,
-            conn=conn,
-            mid=reply_id,
+        question = (user_message_id, content or "") if user_message_id is not None else None
+        store.add_turn(
+            conn, cid, parent_id=parent_id, question=question, reply_id=reply_id, model=model.name
         )
         if key:
             store.remember(conn, principal.user_id, key, cid, user_message_id or "", reply_id)
