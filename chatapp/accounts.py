@@ -11,6 +11,7 @@ from typing import Any
 import sqlite_utils
 
 from chatapp.errors import AuthenticationError, ChatAppError
+from chatapp.store import transaction
 
 __all__ = [
     "KEY_PREFIX",
@@ -143,7 +144,7 @@ class Accounts:
             "secret_hash": hash_secret(secret),
             "scopes": ",".join(sorted(scopes)),
         }
-        with self.db.conn:
+        with transaction(self.db):
             key_id = self._insert("api_keys", record)
         return CreatedKey(id=key_id, prefix=prefix, secret=secret)
 
@@ -155,7 +156,7 @@ class Accounts:
 
     def revoke_key(self, key_id: int) -> None:
         """Revoke a key; the next request that presents it is refused."""
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (_now(), key_id),

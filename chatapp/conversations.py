@@ -20,6 +20,7 @@ import sqlite_utils
 from chatapp.errors import InvalidRequest, NotFound
 from chatapp.group_commit import GroupCommit
 from chatapp.ids import new_id
+from chatapp.store import transaction
 from chatapp.tools import TOOLS
 
 __all__ = ["PATCHABLE", "ConversationStore", "Page"]
@@ -54,6 +55,10 @@ _INSERT_MESSAGES = (
     " created_at, updated_at, tool_calls, tool_call_id) VALUES "
 )
 _MESSAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+# Conversations deleted for good in one transaction: 10 of 20 messages each take 25-50 ms here.
+_PURGE_CHUNK = 10
 
 
 def _make_leaf(conn: sqlite3.Connection, cid: str, mid: str, now: str) -> None:
@@ -189,7 +194,7 @@ class ConversationStore:
         values = _checked(fields)
         cid = new_id("conv")
         now = _now()
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute(
                 "INSERT INTO conversations (id, user_id, title, model, system_prompt, tags,"
                 " folder, pinned, archived, created_at, updated_at, tools)"
@@ -266,7 +271,7 @@ class ConversationStore:
         values = _checked(fields)
         if values:
             assignments = ", ".join(f"{name} = ?" for name in values)  # names from PATCHABLE
-            with self.db.conn:
+            with transaction(self.db):
                 self.db.execute(
                     f"UPDATE conversations SET {assignments}, updated_at = ? WHERE id = ?",
                     (*values.values(), _now(), cid),
@@ -276,36 +281,41 @@ class ConversationStore:
     def delete(self, user_id: int, cid: str) -> None:
         """Soft delete: gone from every listing at once, purged after the retention period."""
         self.get(user_id, cid)
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute("UPDATE conversations SET deleted_at = ? WHERE id = ?", (_now(), cid))
 
     def repair_interrupted(self) -> int:
         """Replies left `streaming` by a crash are `incomplete`: nothing generates them now."""
-        with self.db.conn:
+        with transaction(self.db):
             return self.db.execute(
                 "UPDATE messages SET status = 'incomplete' WHERE status = 'streaming'"
             ).rowcount
 
     def purge(self, older_than: timedelta, *, limit: int | None = None) -> int:
         """Really delete conversations soft-deleted longer ago than `older_than` (at most
-        `limit` of them, so a big purge can go in short transactions with progress shown)."""
+        `limit` of them), a few to a transaction: deleting messages and their search entries
+        takes milliseconds a conversation, and every other writer waits for the lock
+        meanwhile. Returns how many went."""
         cutoff = _cutoff(older_than)
-        with self.db.conn:
-            ids = [
-                row[0]
-                for row in self.db.execute(
-                    "SELECT id FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?"
-                    " ORDER BY deleted_at LIMIT ?",
-                    (cutoff, -1 if limit is None else limit),
-                )
-            ]
-            for start in range(0, len(ids), 500):
-                batch = ids[start : start + 500]
-                marks = ", ".join("?" * len(batch))
+        ids = [
+            row[0]
+            for row in self.db.execute(
+                "SELECT id FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at < ?"
+                " ORDER BY deleted_at LIMIT ?",
+                (cutoff, -1 if limit is None else limit),
+            )
+        ]
+        purged = 0
+        for start in range(0, len(ids), _PURGE_CHUNK):
+            chunk = ids[start : start + _PURGE_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            with transaction(self.db):
                 # Messages first: their search-index trigger needs the conversation's owner.
-                self.db.execute(f"DELETE FROM messages WHERE conversation_id IN ({marks})", batch)
-                self.db.execute(f"DELETE FROM conversations WHERE id IN ({marks})", batch)
-        return len(ids)
+                self.db.execute(f"DELETE FROM messages WHERE conversation_id IN ({marks})", chunk)
+                purged += self.db.execute(
+                    f"DELETE FROM conversations WHERE id IN ({marks})", chunk
+                ).rowcount  # another purge running beside this one may have taken some
+        return purged
 
     def purgeable(self, older_than: timedelta) -> int:
         """How many deleted conversations a purge with `older_than` would remove now."""
@@ -404,7 +414,7 @@ class ConversationStore:
                 break
             leaf = child[0]
             seen.add(leaf)
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (leaf, cid))
         return self.get(user_id, cid)
 

@@ -15,6 +15,7 @@ import sqlite_utils
 
 from chatapp.accounts import SCOPES, Accounts, CreatedKey, Principal
 from chatapp.errors import Conflict, InvalidRequest, NotFound
+from chatapp.store import transaction
 
 __all__ = ["USER_STATUSES", "Directory", "parse_expiry"]
 
@@ -177,7 +178,7 @@ class Directory:
         _only(fields, {"name", "tier"})
         name = _name(fields.get("name"), "org")
         tier = self._tier(fields.get("tier") or self.default_tier, optional=False)
-        with self.db.conn:
+        with transaction(self.db):
             if self.db.execute("SELECT 1 FROM orgs WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"An org named '{name}' exists already.", param="name")
             org_id = self.db.execute(
@@ -188,7 +189,7 @@ class Directory:
     def update_org(self, ref: str | int, fields: Mapping[str, Any]) -> dict[str, Any]:
         org_id = self._id_of("orgs", "name", ref, "org")
         _only(fields, {"tier"})
-        with self.db.conn:
+        with transaction(self.db):
             if "tier" in fields:
                 tier = self._tier(fields["tier"], optional=False)
                 self.db.execute("UPDATE orgs SET tier = ? WHERE id = ?", (tier, org_id))
@@ -237,7 +238,7 @@ class Directory:
         org_id = self._id_of("orgs", "name", fields.get("org") or "default", "org")
         tier = self._tier(fields.get("tier"), optional=True)
         email = _email(fields.get("email"))
-        with self.db.conn:
+        with transaction(self.db):
             if self.db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"A user named '{name}' exists already.", param="name")
             user_id = self.db.execute(
@@ -253,7 +254,7 @@ class Directory:
         status = self.db.execute("SELECT status FROM users WHERE id = ?", (user_id,)).fetchone()
         if status[0] == "deleted":
             raise Conflict(f"The user '{ref}' is deleted; it cannot be changed.", param="user")
-        with self.db.conn:
+        with transaction(self.db):
             if "tier" in fields:
                 tier = self._tier(fields["tier"], optional=True)
                 self.db.execute("UPDATE users SET tier = ? WHERE id = ?", (tier, user_id))
@@ -278,7 +279,7 @@ class Directory:
     def delete_user(self, ref: str | int) -> dict[str, Any]:
         """Mark deleted and revoke every key; conversations and usage stay for the records."""
         user_id = self.user_id(ref)
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute("UPDATE users SET status = 'deleted' WHERE id = ?", (user_id,))
             self.db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
@@ -334,7 +335,7 @@ class Directory:
         expires_at = parse_expiry(fields.get("expires_at"))
         created = self.accounts.create_key(user_id, scopes=scopes, name=name)
         if expires_at is not None:
-            with self.db.conn:
+            with transaction(self.db):
                 self.db.execute(
                     "UPDATE api_keys SET expires_at = ? WHERE id = ?", (expires_at, created.id)
                 )
@@ -344,7 +345,7 @@ class Directory:
         """Set a key's expiry (null: never), scopes or label."""
         _only(fields, {"expires_at", "scopes", "name"})
         key_id = self._id_of("api_keys", "prefix", ref, "key")
-        with self.db.conn:
+        with transaction(self.db):
             if "expires_at" in fields:
                 self.db.execute(
                     "UPDATE api_keys SET expires_at = ? WHERE id = ?",

@@ -27,6 +27,7 @@ from chatapp.group_commit import GroupCommit
 from chatapp.ledger import Ledger
 from chatapp.limiter import BucketState, Limiter, Reservation, Subject
 from chatapp.quotas import Quotas
+from chatapp.store import transaction
 from chatapp.token_count import message_text
 from chatapp.usage import UsageEvent, write_outbox
 
@@ -360,7 +361,7 @@ class Meter:
         self, event: UsageEvent, also: Callable[[sqlite3.Connection], None] | None
     ) -> None:
         try:
-            with self.db.conn:
+            with transaction(self.db):
                 self._write(self.db.conn, event, also)
         except sqlite3.Error:
             # The answer has been served; losing its usage row is bad, failing the client

@@ -27,6 +27,7 @@ import sqlite_utils
 from chatapp.accounts import Principal
 from chatapp.errors import ConfigError, InvalidRequest
 from chatapp.moderation_config import Classifier, ModerationConfig, Policy
+from chatapp.store import transaction
 
 __all__ = [
     "Decision",
@@ -248,7 +249,7 @@ class Moderator:
         conversation_id: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute(
                 "INSERT INTO moderation_log (direction, action, category, score, source, policy,"
                 " excerpt, key_id, user_id, org_id, model, conversation_id, request_id)"

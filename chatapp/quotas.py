@@ -20,6 +20,7 @@ from chatapp.config import Config
 from chatapp.errors import InvalidRequest
 from chatapp.limiter import Subject
 from chatapp.limits import LIMIT_KINDS, Limits
+from chatapp.store import transaction
 
 __all__ = ["LEVELS", "MAX_LIMIT", "Override", "Quotas"]
 
@@ -104,7 +105,7 @@ class Quotas:
             known = ", ".join(sorted(self.config.tiers)) or "none"
             raise InvalidRequest(f"unknown tier '{tier}' (defined: {known})", param="tier")
         _check(Override("tier", 0, model, kind, value), self.config)
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute(
                 "INSERT INTO tier_limits (tier, model, kind, value) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (tier, model, kind) DO UPDATE SET value = excluded.value,"
@@ -116,7 +117,7 @@ class Quotas:
 
     def clear_tier_limit(self, tier: str, model: str, kind: str) -> None:
         """Forget a run-time tier value: models.toml's applies again."""
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute(
                 "DELETE FROM tier_limits WHERE tier = ? AND model = ? AND kind = ?",
                 (tier, model, kind),
@@ -136,7 +137,7 @@ class Quotas:
             if override.level not in LEVELS:
                 raise InvalidRequest(f"level must be one of {', '.join(LEVELS)}", param="level")
             _check(override, self.config)
-        with self.db.conn:
+        with transaction(self.db):
             for o in overrides:
                 self.db.execute(
                     "INSERT INTO limit_overrides (level, subject_id, model, kind, value)"
@@ -153,7 +154,7 @@ class Quotas:
 
     def clear_override(self, level: str, subject_id: int, model: str, kind: str) -> None:
         """Remove an override: the tier's value applies again from the next request."""
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute(
                 "DELETE FROM limit_overrides WHERE level = ? AND subject_id = ? AND model = ?"
                 " AND kind = ?",

@@ -17,6 +17,7 @@ from typing import Any
 from chatapp.conversations import PATCHABLE, ConversationStore
 from chatapp.errors import InvalidRequest, NotFound
 from chatapp.ids import new_id
+from chatapp.store import transaction
 
 __all__ = ["EXPORT_FORMAT", "Sharing", "to_html", "to_markdown"]
 
@@ -85,7 +86,7 @@ class Sharing:
         cid = created["id"]
         ids = {old: new_id("msg") for old, *_ in rows}
         try:
-            with self.db.conn:
+            with transaction(self.db):
                 for (
                     old,
                     parent,
@@ -127,7 +128,7 @@ class Sharing:
                     (ids.get(leaf_ref) if isinstance(leaf_ref, str) else None, cid),
                 )
         except BaseException:
-            with self.db.conn:
+            with transaction(self.db):
                 self.db.execute("DELETE FROM conversations WHERE id = ?", (cid,))
             raise
         return self.store.get(user_id, cid)
@@ -140,7 +141,7 @@ class Sharing:
             if expires_in is not None
             else None
         )
-        with self.db.conn:
+        with transaction(self.db):
             self.db.execute(
                 "INSERT INTO shares (token, conversation_id, user_id, expires_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -155,7 +156,7 @@ class Sharing:
 
     def revoke(self, user_id: int, cid: str, token: str) -> None:
         self.store.get(user_id, cid)
-        with self.db.conn:
+        with transaction(self.db):
             changed = self.db.execute(
                 "UPDATE shares SET revoked_at = ? WHERE token = ? AND conversation_id = ?"
                 " AND user_id = ? AND revoked_at IS NULL",

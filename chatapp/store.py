@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
@@ -11,7 +13,7 @@ from chatapp.errors import StorageError
 from chatapp.migrate import apply_migrations
 from chatapp.paths import migrations_dir
 
-__all__ = ["open_database"]
+__all__ = ["open_database", "transaction"]
 
 
 def open_database(path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
@@ -33,3 +35,30 @@ def open_database(path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
     except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"{path}: cannot open the database ({exc})") from exc
     return db
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    """A block of writes, all or none, holding the write lock from its start.
+
+    Not `with conn:`: sqlite-utils' `execute` commits a write itself when no transaction is
+    open, so a block's writes went in one by one and a refused change could keep half of
+    itself. Not sqlite-utils' `atomic()`: its BEGIN is deferred, and a deferred transaction
+    that reads before it writes (or writes a table whose triggers feed FTS5, which reads its
+    config first) fails at once with "database is locked" while another connection writes,
+    where BEGIN IMMEDIATE waits for the lock. Inside a transaction already (a batch of the
+    group commit), the block is a savepoint.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # an error can have ended it already (a failed COMMIT)
+            conn.execute("ROLLBACK")
+        raise

@@ -20,6 +20,7 @@ from chatapp.errors import InvalidRequest, NotFound
 from chatapp.limits import LIMIT_KINDS
 from chatapp.quotas import LEVELS, Override
 from chatapp.report_fields import REPORT_DIMENSIONS, REPORT_MEASURES
+from chatapp.store import transaction
 from server.auth import authenticate
 from server.body import read_json
 from server.state import GatewayState, state_of
@@ -181,7 +182,7 @@ async def set_tier(request: Request) -> JSONResponse:
         known = ", ".join(sorted(state.config.tiers))
         raise InvalidRequest(f"unknown tier '{tier}' (defined: {known})", param="tier")
     db = state.accounts.db
-    with db.conn:
+    with transaction(db):
         updated = db.execute(
             f"UPDATE {table} SET tier = ? WHERE id = ?",  # table: routed literal
             (tier, subject_id),

@@ -22,6 +22,7 @@ from chatapp.ids import new_id
 from chatapp.moderation import OutputGuard, content_blocked
 from chatapp.moderation_config import Policy
 from chatapp.replies import Reply, produce_reply
+from chatapp.store import transaction
 from chatapp.summaries import write_summary
 from chatapp.titles import write_title
 from chatapp.tool_calls import tools_not_supported
@@ -359,7 +360,7 @@ async def _check_question(
             request_id=request_id.get(),
         )
     if blocked is not None:
-        with store.db.conn:
+        with transaction(store.db):
             store.add_message(
                 conv["id"], parent_id=parent_id, role="user", content=content, status="blocked"
             )

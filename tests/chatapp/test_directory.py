@@ -52,6 +52,22 @@ def test_moving_a_user_and_tiers(directory: Directory) -> None:
     assert directory.orgs()[1]["members"] == 1
 
 
+def test_a_refused_change_changes_nothing_of_what_came_before_it(directory: Directory) -> None:
+    directory.add_user({"name": "ann"})
+    before = directory.user("ann")
+    with pytest.raises(NotFound):  # the org is checked after the tier and status are written
+        directory.update_user("ann", {"tier": "pro", "status": "suspended", "org": "nope"})
+    with pytest.raises(InvalidRequest):
+        directory.update_user("ann", {"tier": "pro", "status": "gone"})
+    after = directory.user("ann")
+    assert (after["tier"], after["status"]) == (before["tier"], before["status"])
+    assert after["status"] == "active" and after["tier"] is None
+    _, key = directory.create_key({"user": "ann"})
+    with pytest.raises(InvalidRequest):
+        directory.update_key(key["prefix"], {"expires_at": "2030-01-01", "scopes": ["nope"]})
+    assert directory.key(key["prefix"])["expires_at"] is None
+
+
 def test_deleting_a_user_revokes_every_key(directory: Directory) -> None:
     directory.add_user({"name": "ann"})
     created, _ = directory.create_key({"user": "ann"})
