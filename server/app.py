@@ -186,6 +186,7 @@ def create_app(
             moderator=moderator,
             metrics=metrics,
             searcher=searcher,
+            db_path=home / DB_NAME,
         )
         meter.observers += [metrics.observe_usage, note_usage]
         moderator.observers.append(metrics.observe_moderation)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -43,6 +44,7 @@ class GatewayState:
     moderator: Moderator
     metrics: GatewayMetrics
     searcher: Searcher
+    db_path: Path  # the SQLite file, for slow work on a connection of its own (a purge)
 
     def pool(self, model: object) -> ModelPool:
         """The pool for a model name, or 404 listing what exists."""
