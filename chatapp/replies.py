@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,8 +177,9 @@ async def _run_calls(
     if rounds.parent is None:  # the first round: the calls hang where the reply was put
         row = store.db.execute("SELECT parent_id FROM messages WHERE id = ?", (reply.reply_id,))
         rounds.parent = row.fetchone()[0]
-    with store.db.conn:
-        rounds.parent = store.add_message(
+    rounds.parent = await store.group_commit.run(
+        _adding(
+            store,
             cid,
             parent_id=rounds.parent,
             role="assistant",
@@ -186,6 +187,7 @@ async def _run_calls(
             model=reply.pool.model.name,
             tool_calls=tool_calls,
         )
+    )
     for call in calls.calls():
         generation.publish(
             "tool.call", {"id": call.id, "name": call.name, "arguments": call.arguments}
@@ -198,8 +200,9 @@ async def _run_calls(
         {"role": "assistant", "content": text, "tool_calls": tool_calls}
     ]
     for result in results:
-        with store.db.conn:
-            rounds.parent = store.add_message(
+        rounds.parent = await store.group_commit.run(
+            _adding(
+                store,
                 cid,
                 parent_id=rounds.parent,
                 role="tool",
@@ -207,6 +210,7 @@ async def _run_calls(
                 tool_call_id=result.call.id,
                 status="error" if result.error else "complete",
             )
+        )
         generation.publish(
             "tool.result",
             {
@@ -218,6 +222,15 @@ async def _run_calls(
         )
         answered.append({"role": "tool", "content": result.content, "tool_call_id": result.call.id})
     return answered
+
+
+def _adding(
+    store: ConversationStore, cid: str, **fields: Any
+) -> Callable[[sqlite3.Connection], str]:
+    """A message's write for the shared commit, as the turn's other writes: a write lock held
+    elsewhere is then waited for on the loop's timers, not in SQLite's busy handler, which
+    sleeps the loop's thread and every stream with it."""
+    return lambda conn: store.add_message(cid, conn=conn, **fields)
 
 
 async def _store(
