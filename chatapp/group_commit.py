@@ -62,11 +62,13 @@ class GroupCommit:
     ) -> T:
         """`work(conn)` inside the shared transaction; its result once committed.
 
-        `work` must not commit or open a transaction itself (no `with conn:`). If it raises,
-        its writes are undone and the error is raised here; if the commit fails, every write
-        of the batch is undone and each caller gets that error. A caller cancelled before the
-        batch runs has its work skipped. `after_others` lets every task started in this turn
-        of the loop take its first step before the batch (a chat turn's engine request).
+        `work` must not commit or open a transaction itself (no `with conn:`; a
+        `chatapp.store.transaction` block in it is a savepoint, so the store's own write
+        methods can run here as they are). If it raises, its writes are undone and the error
+        is raised here; if the commit fails, every write of the batch is undone and each
+        caller gets that error. A caller cancelled before the batch runs has its work
+        skipped. `after_others` lets every task started in this turn of the loop take its
+        first step before the batch (a chat turn's engine request).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()

@@ -22,7 +22,6 @@ from chatapp.ids import new_id
 from chatapp.moderation import OutputGuard, content_blocked
 from chatapp.moderation_config import Policy
 from chatapp.replies import Reply, produce_reply
-from chatapp.store import transaction
 from chatapp.summaries import write_summary
 from chatapp.titles import write_title
 from chatapp.tool_calls import tools_not_supported
@@ -87,7 +86,11 @@ async def conversations(request: Request) -> Response:
         body = await read_json(request, state.config.server.max_body_bytes)
         if body.get("model") is not None:
             state.pool(body["model"])
-        return JSONResponse(store.create(principal.user_id, body), status_code=201)
+        # In the loop's shared commit, as every write of a chat: a write lock held elsewhere
+        # (the housekeeper indexing) is waited for on the loop's timers, not in SQLite's busy
+        # handler, which would sleep the loop's thread and every stream with it.
+        created = await store.group_commit.run(lambda _: store.create(principal.user_id, body))
+        return JSONResponse(created, status_code=201)
     page = store.listing(
         principal.user_id,
         limit=_limit(request, 50),
@@ -108,9 +111,10 @@ async def conversation(request: Request) -> Response:
         body = await read_json(request, state.config.server.max_body_bytes)
         if body.get("model") is not None:
             state.pool(body["model"])
-        return JSONResponse(store.update(principal.user_id, cid, body))
+        changed = await store.group_commit.run(lambda _: store.update(principal.user_id, cid, body))
+        return JSONResponse(changed)
     if request.method == "DELETE":
-        store.delete(principal.user_id, cid)
+        await store.group_commit.run(lambda _: store.delete(principal.user_id, cid))
         return JSONResponse({"id": cid, "object": "conversation.deleted", "deleted": True})
     return JSONResponse(store.get(principal.user_id, cid))
 
@@ -144,8 +148,10 @@ async def siblings(request: Request) -> Response:
 async def switch_branch(request: Request) -> Response:
     """POST: make the branch through this message current (down to its newest leaf)."""
     _, principal, store = _caller(request)
-    params = request.path_params
-    return JSONResponse(store.switch(principal.user_id, params["cid"], params["mid"]))
+    cid, mid = request.path_params["cid"], request.path_params["mid"]
+    return JSONResponse(
+        await store.group_commit.run(lambda _: store.switch(principal.user_id, cid, mid))
+    )
 
 
 async def send_message(request: Request) -> Response | EventStreamResponse:
@@ -360,10 +366,16 @@ async def _check_question(
             request_id=request_id.get(),
         )
     if blocked is not None:
-        with transaction(store.db):
-            store.add_message(
-                conv["id"], parent_id=parent_id, role="user", content=content, status="blocked"
+        await store.group_commit.run(
+            lambda conn: store.add_message(
+                conv["id"],
+                parent_id=parent_id,
+                role="user",
+                content=content,
+                status="blocked",
+                conn=conn,
             )
+        )
         raise content_blocked(blocked)
 
 

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from chatapp.accounts import Accounts
+from chatapp.conversations import ConversationStore
+from chatapp.errors import InvalidRequest
 from chatapp.group_commit import GroupCommit
+from chatapp.store import open_database
 
 
 @pytest.fixture
@@ -205,3 +209,25 @@ async def test_each_write_runs_in_its_callers_context(conn: sqlite3.Connection) 
         return await group.run(lambda conn: request.get())
 
     assert await asyncio.gather(*(caller(f"r{i}") for i in range(3))) == ["r0", "r1", "r2"]
+
+
+async def test_store_methods_with_transaction_blocks_run_in_a_batch(tmp_path: Path) -> None:
+    """A `transaction` block inside a batch is a savepoint: the store's own write methods run
+    there as they are, share its commit, and one that fails takes none of the others' rows."""
+    db = open_database(tmp_path / "chatapp.db")
+    accounts = Accounts(db)
+    ann = accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
+    store = ConversationStore(db)
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    made, refused = await asyncio.gather(
+        store.group_commit.run(lambda _: store.create(ann, {"title": "one"})),
+        store.group_commit.run(lambda _: store.create(ann, {"title": "two", "pinned": 3})),
+        return_exceptions=True,
+    )
+    db.conn.set_trace_callback(None)
+    assert isinstance(refused, InvalidRequest)
+    assert isinstance(made, dict) and made["title"] == "one"
+    assert statements.count("COMMIT") == 1
+    titles = [row[0] for row in db.execute("SELECT title FROM conversations")]
+    assert titles == ["one"]
