@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from chatapp.accounts import Accounts
 from chatapp.store import open_database, transaction
 
 
@@ -27,28 +26,20 @@ def test_a_block_waits_for_a_lock_held_elsewhere_even_when_it_reads_first(
 ) -> None:
     path = tmp_path / "chatapp.db"
     db = open_database(path)
-    accounts = Accounts(db)
-    ann = accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     releaser = threading.Timer(0.3, holder.execute, ("ROLLBACK",))
     releaser.start()
     started = time.perf_counter()
     try:
-        # A read, then a write to a table whose triggers feed FTS5: with a deferred BEGIN
-        # both fail at once with "database is locked" instead of waiting.
-        with transaction(db):
-            db.execute("SELECT count(*) FROM conversations").fetchone()
-            db.execute(
-                "INSERT INTO conversations (id, user_id, title, created_at, updated_at)"
-                " VALUES ('conv_1', ?, 'waited', '2026', '2026')",
-                (ann,),
-            )
+        with transaction(db):  # after a deferred BEGIN this read-then-write fails at once
+            db.execute("SELECT count(*) FROM orgs").fetchone()
+            db.execute("INSERT INTO orgs (name) VALUES ('waited')")
     finally:
         releaser.join()
         holder.close()
     assert time.perf_counter() - started >= 0.25
-    assert db.execute("SELECT title FROM conversations").fetchone()[0] == "waited"
+    assert db.execute("SELECT count(*) FROM orgs WHERE name = 'waited'").fetchone()[0] == 1
 
 
 def test_inside_an_open_transaction_a_block_is_a_savepoint(tmp_path: Path) -> None:
