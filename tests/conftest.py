@@ -182,3 +182,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CHATAPP_HOME", str(path))
     monkeypatch.delenv("CHATAPP_ADMIN_KEY", raising=False)
     return path
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """llama-cpp-python opens /dev/null twice at import and never closes it; a test that
+    loads the tokenizer in process would end the run with two ResourceWarnings."""
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()
