@@ -12,14 +12,15 @@ import html
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from chatapp.conversations import PATCHABLE, ConversationStore
 from chatapp.errors import InvalidRequest, NotFound
 from chatapp.ids import new_id
-from chatapp.store import transaction
+from chatapp.store import open_database, transaction
 
-__all__ = ["EXPORT_FORMAT", "Sharing", "to_html", "to_markdown"]
+__all__ = ["EXPORT_FORMAT", "Sharing", "import_on_own_connection", "to_html", "to_markdown"]
 
 EXPORT_FORMAT = "chatapp.conversation.v1"
 _ROLES = ("system", "user", "assistant", "tool")
@@ -53,6 +54,17 @@ def to_html(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> str
     )
 
 
+def import_on_own_connection(db_path: Path, user_id: int, data: Any) -> dict[str, Any]:
+    """`Sharing.import_` on a connection of its own; blocking, for a worker thread. A long
+    conversation is thousands of rows (32 ms for 2,000 messages here, an admin may send 32 MB):
+    on the event loop's connection every stream would stop meanwhile."""
+    db = open_database(db_path, migrate=False)
+    try:
+        return Sharing(ConversationStore(db)).import_(user_id, data)
+    finally:
+        db.conn.close()
+
+
 class Sharing:
     """Export/import and share links over the conversation store."""
 
@@ -82,55 +94,49 @@ class Sharing:
         fields = {k: source[k] for k in PATCHABLE if k in source}
         rows = _checked_messages(messages)
         leaf_ref = source.get("current_leaf")
-        created = self.store.create(user_id, fields)  # validates fields, then commits
-        cid = created["id"]
         ids = {old: new_id("msg") for old, *_ in rows}
-        try:
-            with transaction(self.db):
-                for (
-                    old,
-                    parent,
-                    role,
-                    content,
-                    model,
-                    status,
-                    finish,
-                    prompt,
-                    output,
-                    at,
-                    tool_calls,
-                    tool_call_id,
-                ) in rows:
-                    self.db.execute(
-                        "INSERT INTO messages (id, conversation_id, parent_id, role, content,"
-                        " model, status, finish_reason, prompt_tokens, completion_tokens,"
-                        " created_at, updated_at, tool_calls, tool_call_id)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            ids[old],
-                            cid,
-                            ids[parent] if parent else None,
-                            role,
-                            content,
-                            model,
-                            status,
-                            finish,
-                            prompt,
-                            output,
-                            at,
-                            at,
-                            tool_calls,
-                            tool_call_id,
-                        ),
-                    )
+        with transaction(self.db):  # the conversation and its messages, or nothing
+            cid = self.store.create(user_id, fields)["id"]  # validates fields first
+            for (
+                old,
+                parent,
+                role,
+                content,
+                model,
+                status,
+                finish,
+                prompt,
+                output,
+                at,
+                tool_calls,
+                tool_call_id,
+            ) in rows:
                 self.db.execute(
-                    "UPDATE conversations SET current_leaf = ? WHERE id = ?",
-                    (ids.get(leaf_ref) if isinstance(leaf_ref, str) else None, cid),
+                    "INSERT INTO messages (id, conversation_id, parent_id, role, content,"
+                    " model, status, finish_reason, prompt_tokens, completion_tokens,"
+                    " created_at, updated_at, tool_calls, tool_call_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ids[old],
+                        cid,
+                        ids[parent] if parent else None,
+                        role,
+                        content,
+                        model,
+                        status,
+                        finish,
+                        prompt,
+                        output,
+                        at,
+                        at,
+                        tool_calls,
+                        tool_call_id,
+                    ),
                 )
-        except BaseException:
-            with transaction(self.db):
-                self.db.execute("DELETE FROM conversations WHERE id = ?", (cid,))
-            raise
+            self.db.execute(
+                "UPDATE conversations SET current_leaf = ? WHERE id = ?",
+                (ids.get(leaf_ref) if isinstance(leaf_ref, str) else None, cid),
+            )
         return self.store.get(user_id, cid)
 
     def share(self, user_id: int, cid: str, expires_in: float | None) -> dict[str, Any]:

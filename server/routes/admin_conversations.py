@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from chatapp.conversations import ConversationStore
 from chatapp.directory import Directory
 from chatapp.errors import InvalidRequest, NotFound
-from chatapp.sharing import Sharing
+from chatapp.sharing import Sharing, import_on_own_connection
 from chatapp.store import open_database
 from server.auth import authenticate
 from server.body import read_json
@@ -82,7 +82,7 @@ async def import_one(request: Request) -> JSONResponse:
     if not isinstance(ref, str | int) or ref == "":
         raise InvalidRequest("say whose conversation this is: ?user=<name or id>", param="user")
     user_id = directory.user_id(ref)
-    created = Sharing(state.conversations).import_(user_id, data)
+    created = await anyio.to_thread.run_sync(import_on_own_connection, state.db_path, user_id, data)
     return JSONResponse(created, status_code=201)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from chatapp.errors import InvalidRequest
-from chatapp.sharing import Sharing, to_html, to_markdown
+from chatapp.sharing import Sharing, import_on_own_connection, to_html, to_markdown
 from server.auth import authenticate
 from server.body import read_json
 from server.state import state_of
@@ -38,8 +39,12 @@ async def export(request: Request) -> Response:
 
 async def import_conversation(request: Request) -> JSONResponse:
     principal = authenticate(request)
-    data = await read_json(request, state_of(request).config.server.max_body_bytes)
-    return JSONResponse(_sharing(request).import_(principal.user_id, data), status_code=201)
+    state = state_of(request)
+    data = await read_json(request, state.config.server.max_body_bytes)
+    created = await anyio.to_thread.run_sync(
+        import_on_own_connection, state.db_path, principal.user_id, data
+    )
+    return JSONResponse(created, status_code=201)
 
 
 async def create_share(request: Request) -> JSONResponse:

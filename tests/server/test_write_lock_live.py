@@ -1,4 +1,4 @@
-"""Writes that wait for a lock held elsewhere (a new chat, an admin's purge) leave the gateway
+"""Writes that wait for a lock held elsewhere (a new chat, an import, a purge) leave the gateway
 answering: another connection holds SQLite's write lock (the housekeeper indexing, a purge,
 an admin's sqlite3 shell), and on the loop's connection SQLite's busy handler would sleep the
 event loop until it is let go, and every request with it."""
@@ -61,6 +61,20 @@ def test_a_new_chat_waits_for_the_lock_while_the_gateway_answers(server: LiveSer
     with _client(server) as client:
         renamed = client.patch(f"/v1/conversations/{created.json()['id']}", json={"title": "b"})
     assert renamed.status_code == 200 and renamed.json()["title"] == "b"
+
+
+def test_an_import_waits_for_the_lock_while_the_gateway_answers(server: LiveServer) -> None:
+    with _client(server) as client:
+        made = client.post("/v1/conversations", json={"title": "to copy"}).json()
+        export = client.get(f"/v1/conversations/{made['id']}/export", params={"format": "json"})
+        assert export.status_code == 200
+    imported, answered_in, waited = _while_locked(
+        server, lambda client: client.post("/v1/conversations/import", json=export.json())
+    )
+    assert answered_in < 2.0
+    assert waited, imported.text
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["title"] == "to copy" and imported.json()["id"] != made["id"]
 
 
 def test_a_purge_waiting_for_the_lock_leaves_requests_answered(server: LiveServer) -> None:
