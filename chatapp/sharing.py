@@ -97,20 +97,9 @@ class Sharing:
         ids = {old: new_id("msg") for old, *_ in rows}
         with transaction(self.db):  # the conversation and its messages, or nothing
             cid = self.store.create(user_id, fields)["id"]  # validates fields first
-            for (
-                old,
-                parent,
-                role,
-                content,
-                model,
-                status,
-                finish,
-                prompt,
-                output,
-                at,
-                tool_calls,
-                tool_call_id,
-            ) in rows:
+            # role, content, model, status, finish reason, prompt and completion tokens: as
+            # checked; `at` is both when it was made and last changed.
+            for old, parent, *checked, at, tool_calls, tool_call_id in rows:
                 self.db.execute(
                     "INSERT INTO messages (id, conversation_id, parent_id, role, content,"
                     " model, status, finish_reason, prompt_tokens, completion_tokens,"
@@ -120,13 +109,7 @@ class Sharing:
                         ids[old],
                         cid,
                         ids[parent] if parent else None,
-                        role,
-                        content,
-                        model,
-                        status,
-                        finish,
-                        prompt,
-                        output,
+                        *checked,
                         at,
                         at,
                         tool_calls,
