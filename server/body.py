@@ -9,11 +9,16 @@ from starlette.requests import Request
 from chatapp.errors import InvalidRequest, PayloadTooLarge
 from server.protocol import parse_json
 
-__all__ = ["read_json"]
+__all__ = ["read_body", "read_json"]
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object; 413 as soon as it passes `limit` bytes (read no further)."""
+    return parse_json(await read_body(request, limit))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body's bytes; 413 as soon as it passes `limit` bytes (read no further)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -27,7 +32,7 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise PayloadTooLarge(_too_large(limit))
         chunks.append(chunk)
-    return parse_json(b"".join(chunks))
+    return b"".join(chunks)
 
 
 def _too_large(limit: int) -> str:

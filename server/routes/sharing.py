@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -11,7 +13,8 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from chatapp.errors import InvalidRequest
 from chatapp.sharing import Sharing, import_on_own_connection, to_html, to_markdown
 from server.auth import authenticate
-from server.body import read_json
+from server.body import read_body, read_json
+from server.protocol import parse_json
 from server.state import state_of
 
 __all__ = ["create_share", "export", "import_conversation", "public_share", "revoke_share"]
@@ -40,11 +43,16 @@ async def export(request: Request) -> Response:
 async def import_conversation(request: Request) -> JSONResponse:
     principal = authenticate(request)
     state = state_of(request)
-    data = await read_json(request, state.config.server.max_body_bytes)
+    raw = await read_body(request, state.config.server.max_body_bytes)
     created = await anyio.to_thread.run_sync(
-        import_on_own_connection, state.db_path, principal.user_id, data
+        _parse_and_import, state.db_path, principal.user_id, raw
     )
     return JSONResponse(created, status_code=201)
+
+
+def _parse_and_import(db_path: Path, user_id: int, raw: bytes) -> dict[str, Any]:
+    """A long conversation's JSON and rows both take the loop's time: neither runs there."""
+    return import_on_own_connection(db_path, user_id, parse_json(raw))
 
 
 async def create_share(request: Request) -> JSONResponse:

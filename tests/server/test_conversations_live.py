@@ -539,6 +539,12 @@ def test_crafted_imports_are_refused_and_leave_nothing_behind(api: Api) -> None:
     for messages in cases:
         response = api.http.post("/conversations/import", json={**base, "messages": messages})
         assert response.status_code == 400, (messages, response.text)
+    for raw in (b"not json", b"[1, 2]", b""):  # parsed off the event loop, still a clear 400
+        response = api.http.post(
+            "/conversations/import", content=raw, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["type"] == "invalid_request_error"
     after = len(api.http.get("/conversations?archived=any&limit=200").json()["data"])
     assert after == before
     assert api.http.get("/models").status_code == 200  # still answering

@@ -128,3 +128,14 @@ def test_a_refused_change_inside_the_shared_commit_is_an_openai_shaped_error(
         deleted = client.delete(f"/v1/conversations/{made['id']}")
         assert deleted.status_code == 200 and deleted.json()["deleted"] is True
         assert client.get(f"/v1/conversations/{made['id']}").status_code == 404
+
+
+def test_an_admin_import_that_is_not_json_is_a_400(server: LiveServer) -> None:
+    with _client(server) as client:
+        bad = client.post(
+            "/admin/conversations/import",
+            params={"user": "admin"},
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
