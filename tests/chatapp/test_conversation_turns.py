@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
-from chatapp.accounts import Accounts
 from chatapp.conversations import ConversationStore
 from chatapp.ids import new_id
-from chatapp.store import open_database
 
 
-def _store(tmp_path: Path) -> tuple[ConversationStore, int]:
-    db = open_database(tmp_path / "chatapp.db")
-    accounts = Accounts(db)
-    return ConversationStore(db), accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
-
-
-def test_a_turn_stores_its_question_and_an_empty_reply_as_the_leaf(tmp_path: Path) -> None:
-    store, ann = _store(tmp_path)
+def test_a_turn_stores_its_question_and_an_empty_reply_as_the_leaf(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
+    store, ann = ann_store
     cid = store.create(ann, {"title": "zoo"})["id"]
     question, reply = new_id("msg"), new_id("msg")
     with store.db.conn as conn:
@@ -41,8 +34,10 @@ def test_a_turn_stores_its_question_and_an_empty_reply_as_the_leaf(tmp_path: Pat
     assert waiting == 2  # both wait for the search index, as any written message
 
 
-def test_a_regenerated_turn_adds_only_a_reply_beside_the_first(tmp_path: Path) -> None:
-    store, ann = _store(tmp_path)
+def test_a_regenerated_turn_adds_only_a_reply_beside_the_first(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
+    store, ann = ann_store
     cid = store.create(ann, {"title": "zoo"})["id"]
     question, first, second = new_id("msg"), new_id("msg"), new_id("msg")
     with store.db.conn as conn:
@@ -57,8 +52,8 @@ def test_a_regenerated_turn_adds_only_a_reply_beside_the_first(tmp_path: Path) -
     assert count.fetchone()[0] == 3
 
 
-def test_a_turn_that_fails_writes_neither_row(tmp_path: Path) -> None:
-    store, ann = _store(tmp_path)
+def test_a_turn_that_fails_writes_neither_row(ann_store: tuple[ConversationStore, int]) -> None:
+    store, ann = ann_store
     cid = store.create(ann, {"title": "zoo"})["id"]
     with pytest.raises(sqlite3.IntegrityError), store.db.conn as conn:
         store.add_turn(  # a parent that does not exist: the foreign key refuses the question

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from chatapp.accounts import Accounts
 from chatapp.conversations import ConversationStore
 from chatapp.errors import InvalidRequest
 from chatapp.group_commit import GroupCommit
-from chatapp.store import open_database
 
 
 @pytest.fixture
@@ -211,13 +209,13 @@ async def test_each_write_runs_in_its_callers_context(conn: sqlite3.Connection) 
     assert await asyncio.gather(*(caller(f"r{i}") for i in range(3))) == ["r0", "r1", "r2"]
 
 
-async def test_store_methods_with_transaction_blocks_run_in_a_batch(tmp_path: Path) -> None:
+async def test_store_methods_with_transaction_blocks_run_in_a_batch(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
     """A `transaction` block inside a batch is a savepoint: the store's own write methods run
     there as they are, share its commit, and one that fails takes none of the others' rows."""
-    db = open_database(tmp_path / "chatapp.db")
-    accounts = Accounts(db)
-    ann = accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
-    store = ConversationStore(db)
+    store, ann = ann_store
+    db = store.db
     statements: list[str] = []
     db.conn.set_trace_callback(statements.append)
     made, refused = await asyncio.gather(

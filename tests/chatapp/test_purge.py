@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
-from chatapp.accounts import Accounts
 from chatapp.conversations import ConversationStore
 from chatapp.search import index_pending
-from chatapp.store import open_database
 
 
-def test_a_purge_lets_go_of_the_write_lock_between_short_transactions(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "chatapp.db")
-    accounts = Accounts(db)
-    ann = accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
-    store = ConversationStore(db)
+def test_a_purge_lets_go_of_the_write_lock_between_short_transactions(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
+    store, ann = ann_store
+    db = store.db
     kept = store.create(ann, {"title": "kept"})["id"]
     store.add_message(kept, parent_id=None, role="user", content="kept okapi")
     for n in range(25):

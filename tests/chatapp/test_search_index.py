@@ -16,13 +16,6 @@ from chatapp.housekeeping import Housekeeper
 from chatapp.migrate import apply_migrations
 from chatapp.paths import migrations_dir
 from chatapp.search import index_pending, search
-from chatapp.store import open_database
-
-
-def _store(tmp_path: Path) -> tuple[ConversationStore, int]:
-    db = open_database(tmp_path / "chatapp.db")
-    accounts = Accounts(db)
-    return ConversationStore(db), accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
 
 
 def _waiting(db: sqlite_utils.Database) -> int:
@@ -47,8 +40,10 @@ def _hits(store: ConversationStore, user: int, word: str) -> list[str | None]:
     return [hit["message_id"] for hit in search(store.db, user, word) if hit["message_id"]]
 
 
-def test_a_message_waits_for_the_index_but_a_search_finds_it_at_once(tmp_path: Path) -> None:
-    store, ann = _store(tmp_path)
+def test_a_message_waits_for_the_index_but_a_search_finds_it_at_once(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
+    store, ann = ann_store
     conv = store.create(ann, {"title": "zoo"})
     with store.db.conn:
         mid = store.add_message(conv["id"], parent_id=None, role="user", content="okapi facts")
@@ -58,8 +53,10 @@ def test_a_message_waits_for_the_index_but_a_search_finds_it_at_once(tmp_path: P
     _consistent(store.db)
 
 
-def test_a_streamed_reply_is_indexed_once_with_its_answer(tmp_path: Path) -> None:
-    store, ann = _store(tmp_path)
+def test_a_streamed_reply_is_indexed_once_with_its_answer(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
+    store, ann = ann_store
     conv = store.create(ann, {"title": "zoo"})
     with store.db.conn:
         reply = store.add_message(
@@ -82,8 +79,10 @@ def test_a_streamed_reply_is_indexed_once_with_its_answer(tmp_path: Path) -> Non
     _consistent(store.db)
 
 
-def test_an_indexed_message_that_changes_is_indexed_again(tmp_path: Path) -> None:
-    store, ann = _store(tmp_path)
+def test_an_indexed_message_that_changes_is_indexed_again(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
+    store, ann = ann_store
     conv = store.create(ann, {"title": "zoo"})
     with store.db.conn:
         mid = store.add_message(conv["id"], parent_id=None, role="user", content="old wombat")
@@ -95,8 +94,10 @@ def test_an_indexed_message_that_changes_is_indexed_again(tmp_path: Path) -> Non
     _consistent(store.db)
 
 
-def test_deleting_waiting_and_indexed_messages_keeps_the_index_whole(tmp_path: Path) -> None:
-    store, ann = _store(tmp_path)
+def test_deleting_waiting_and_indexed_messages_keeps_the_index_whole(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
+    store, ann = ann_store
     indexed, waiting = store.create(ann, {"title": "a"}), store.create(ann, {"title": "b"})
     with store.db.conn:
         store.add_message(indexed["id"], parent_id=None, role="user", content="tapir one")
@@ -112,9 +113,9 @@ def test_deleting_waiting_and_indexed_messages_keeps_the_index_whole(tmp_path: P
 
 
 def test_the_housekeeper_indexes_what_waits_but_not_a_reply_still_streaming(
-    tmp_path: Path,
+    tmp_path: Path, ann_store: tuple[ConversationStore, int]
 ) -> None:
-    store, ann = _store(tmp_path)
+    store, ann = ann_store
     conv = store.create(ann, {"title": "zoo"})
     with store.db.conn:
         for n in range(70):  # more than one batch
@@ -134,9 +135,11 @@ def test_the_housekeeper_indexes_what_waits_but_not_a_reply_still_streaming(
     _consistent(store.db)
 
 
-def test_the_housekeeper_commits_as_durably_as_requests_do_and_no_more(tmp_path: Path) -> None:
+def test_the_housekeeper_commits_as_durably_as_requests_do_and_no_more(
+    tmp_path: Path, ann_store: tuple[ConversationStore, int]
+) -> None:
     """Its commits hold the write lock every request waits for: no fsync of the WAL in them."""
-    store, _ = _store(tmp_path)
+    store, _ = ann_store
     housekeeper = Housekeeper(tmp_path / "chatapp.db")
     try:
         synchronous = housekeeper._conn.execute("PRAGMA synchronous").fetchone()[0]

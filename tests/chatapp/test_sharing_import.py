@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chatapp.accounts import Accounts
 from chatapp.conversations import ConversationStore
 from chatapp.sharing import EXPORT_FORMAT, Sharing, import_on_own_connection
-from chatapp.store import open_database
 
 
 def _export(texts: list[str]) -> dict[str, object]:
@@ -22,27 +20,27 @@ def _export(texts: list[str]) -> dict[str, object]:
     return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages}
 
 
-def test_a_failure_midway_leaves_no_conversation_behind(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "chatapp.db")
-    accounts = Accounts(db)
-    ann = accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
+def test_a_failure_midway_leaves_no_conversation_behind(
+    ann_store: tuple[ConversationStore, int],
+) -> None:
+    store, ann = ann_store
+    db = store.db
     db.conn.execute(  # the database refuses the second message, after the first is written
         "CREATE TEMP TRIGGER refuse BEFORE INSERT ON messages WHEN new.content = 'boom'"
         " BEGIN SELECT RAISE(ABORT, 'refused'); END"
     )
     with pytest.raises(sqlite3.IntegrityError):
-        Sharing(ConversationStore(db)).import_(ann, _export(["fine", "boom"]))
+        Sharing(store).import_(ann, _export(["fine", "boom"]))
     assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
 
 
-def test_an_import_on_its_own_connection_keeps_the_tree(tmp_path: Path) -> None:
-    path = tmp_path / "chatapp.db"
-    db = open_database(path)
-    accounts = Accounts(db)
-    ann = accounts.ensure_user("ann", org_id=accounts.ensure_org("o"))
-    created = import_on_own_connection(path, ann, _export(["one", "two", "three"]))
+def test_an_import_on_its_own_connection_keeps_the_tree(
+    tmp_path: Path, ann_store: tuple[ConversationStore, int]
+) -> None:
+    store, ann = ann_store
+    exported = _export(["one", "two", "three"])
+    created = import_on_own_connection(tmp_path / "chatapp.db", ann, exported)
     assert created["title"] == "copied"
-    store = ConversationStore(db)
     path_texts = [m["content"] for m in store.path(created["id"], created["current_leaf"])]
     assert path_texts == ["one", "two", "three"]
