@@ -58,11 +58,8 @@ def import_on_own_connection(db_path: Path, user_id: int, data: Any) -> dict[str
     """`Sharing.import_` on a connection of its own; blocking, for a worker thread. A long
     conversation is thousands of rows (32 ms for 2,000 messages here, an admin may send 32 MB):
     on the event loop's connection every stream would stop meanwhile."""
-    db = open_database(db_path, migrate=False)
-    try:
+    with open_database(db_path, migrate=False) as db:
         return Sharing(ConversationStore(db)).import_(user_id, data)
-    finally:
-        db.conn.close()
 
 
 class Sharing:

@@ -99,26 +99,23 @@ async def purge_deleted(request: Request) -> JSONResponse:
     if limit < 1:
         raise InvalidRequest("limit must be at least 1", param="limit")
     older_than = timedelta(days=days)
-    if request.query_params.get("dry_run", "").lower() in ("1", "true", "yes"):
-        limit = 0
+    dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
     purged, remaining = await anyio.to_thread.run_sync(
-        _purge_on_own_connection, state.db_path, older_than, limit
+        _purge_on_own_connection, state.db_path, older_than, 0 if dry_run else limit
     )
     return JSONResponse({"purged": purged, "remaining": remaining})
 
 
 def _purge_on_own_connection(path: Path, older_than: timedelta, limit: int) -> tuple[int, int]:
-    """(purged, remaining); blocking, for a worker thread. A purge deletes thousands of
-    messages and their search entries (0.7 s for 200 conversations of 20 messages here): on
-    the loop's connection every stream would stop meanwhile. Here the loop goes on, and its
-    commits get the write lock between the purge's short transactions."""
-    db = open_database(path, migrate=False)
-    try:
+    """(purged, remaining) after purging at most `limit` (0: only counting); blocking, for a
+    worker thread. A purge deletes thousands of messages and their search entries (0.7 s for
+    200 conversations of 20 messages here): on the loop's connection every stream would stop
+    meanwhile. Here the loop goes on, and its commits get the write lock between the purge's
+    short transactions."""
+    with open_database(path, migrate=False) as db:
         store = ConversationStore(db)
         purged = store.purge(older_than, limit=limit) if limit else 0
         return purged, store.purgeable(older_than)
-    finally:
-        db.conn.close()
 
 
 def _number(request: Request, name: str, default: float, *, most: float) -> float:
