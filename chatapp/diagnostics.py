@@ -22,7 +22,7 @@ import duckdb
 import httpx
 
 from chatapp.config import Config, load_config
-from chatapp.engines.launch import EMBEDDED, build_launch
+from chatapp.engines.launch import EMBEDDED, build_launch, vllm_command
 from chatapp.errors import ChatAppError
 from chatapp.ledger import LEDGER_NAME
 from chatapp.migrate import discover_migrations
@@ -181,8 +181,9 @@ def check_vllm(*, needed: bool) -> Check:
         if needed:
             return Check("vllm", "fail", "not installed: pip install 'chatapp[gpu]'")
         return Check("vllm", "ok", "not installed (only needed for engine = vllm)")
-    if needed and shutil.which("vllm") is None:
-        return Check("vllm", "fail", f"{version} importable, but no `vllm` command on PATH")
+    if needed and vllm_command() is None:
+        detail = f"{version} importable, but no `vllm` command beside Python or on PATH"
+        return Check("vllm", "fail", detail)
     return Check("vllm", "ok", version)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ from chatapp.config import EngineArg, ModelConfig
 from chatapp.errors import ConfigError
 from chatapp.paths import embedded_model_path
 
-__all__ = ["EMBEDDED", "EngineLaunch", "build_launch"]
+__all__ = ["EMBEDDED", "EngineLaunch", "build_launch", "vllm_command"]
 
 EMBEDDED = "embedded"
 
@@ -45,7 +46,7 @@ def build_launch(
     if model.engine == "llama.cpp":
         return _llama_cpp(model, host, port, config_path)
     if model.engine == "vllm":
-        return _vllm(model, host, port, gpus)
+        return _vllm(model, host, port, gpus, config_path)
     raise ConfigError(
         str(config_path),
         f"models.{model.name}.engine",
@@ -108,8 +109,26 @@ def _llama_cpp(model: ModelConfig, host: str, port: int, config_path: Path) -> E
     )
 
 
-def _vllm(model: ModelConfig, host: str, port: int, gpus: Sequence[int] | None) -> EngineLaunch:
-    executable = shutil.which("vllm") or "vllm"
+def vllm_command() -> str | None:
+    """The `vllm` program: the one installed beside chatapp's Python first (`pip install
+    'chatapp[gpu]'` puts it in the venv's bin/, which is on PATH only while the venv is
+    activated, and `.venv/bin/chatapp serve` does not activate it), else the one on PATH."""
+    beside = Path(sys.executable).parent / "vllm"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("vllm")
+
+
+def _vllm(
+    model: ModelConfig, host: str, port: int, gpus: Sequence[int] | None, config_path: Path
+) -> EngineLaunch:
+    executable = vllm_command()
+    if executable is None:
+        raise ConfigError(
+            str(config_path),
+            f"models.{model.name}.engine",
+            "vLLM is not installed: pip install 'chatapp[gpu]', or put its `vllm` command on PATH",
+        )
     options = model.vllm
     args: dict[str, EngineArg] = {
         "max-model-len": model.context_window,

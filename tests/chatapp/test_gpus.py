@@ -21,6 +21,7 @@ def _vllm(**options: object) -> dict[str, object]:
     return {"engine": "vllm", "model": "org/model", "context_window": 8192, **options}
 
 
+@pytest.mark.usefixtures("vllm_on_path")
 def test_named_vllm_options_become_flags_and_args_win() -> None:
     config = _config(
         {
@@ -49,12 +50,14 @@ def test_named_vllm_options_become_flags_and_args_win() -> None:
     assert launch.health_path == "/health"
 
 
+@pytest.mark.usefixtures("vllm_on_path")
 def test_prefix_caching_can_be_switched_off() -> None:
     config = _config({"m": _vllm(enable_prefix_caching=False)})
     argv = build_launch(config.models["m"], host="h", port=1, config_path=config.path).argv
     assert "--no-enable-prefix-caching" in argv and "--enable-prefix-caching" not in argv
 
 
+@pytest.mark.usefixtures("vllm_on_path")
 def test_replicas_get_disjoint_gpu_sets_and_named_sets_come_first() -> None:
     config = _config(
         {

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from chatapp.config import ModelConfig
-from chatapp.engines.launch import build_launch
+from chatapp.config import ModelConfig, VllmOptions
+from chatapp.engines.launch import build_launch, vllm_command
 from chatapp.errors import ConfigError
 from chatapp.paths import embedded_model_path
 
@@ -52,6 +54,7 @@ def test_missing_gguf_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
     assert info.value.key == "models.m.model"
 
 
+@pytest.mark.usefixtures("vllm_on_path")
 def test_vllm_command_passes_engine_args_through() -> None:
     model = _model(
         engine="vllm",
@@ -68,18 +71,58 @@ def test_vllm_command_passes_engine_args_through() -> None:
     assert "--enable-prefix-caching" not in argv
 
 
+def test_vllm_installed_beside_python_comes_before_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vllm_on_path: Path
+) -> None:
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    beside = venv_bin / "vllm"
+    beside.write_text("#!/bin/sh\nexit 1\n")
+    beside.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    model = _model(engine="vllm", model="org/model")
+    launch = build_launch(model, host="127.0.0.1", port=8100, config_path=Path("m.toml"))
+    assert launch.argv[0] == str(beside)
+    beside.chmod(0o644)  # not a program: PATH's is used
+    launch = build_launch(model, host="127.0.0.1", port=8100, config_path=Path("m.toml"))
+    assert launch.argv[0] == str(vllm_on_path)
+
+
+def test_missing_vllm_is_a_config_error_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(ConfigError) as info:
+        build_launch(
+            _model(engine="vllm", model="org/model"), host="h", port=1, config_path=Path("m.toml")
+        )
+    assert info.value.key == "models.m.engine"
+    assert "pip install 'chatapp[gpu]'" in str(info.value)
+
+
 def _has_gpu() -> bool:
-    if shutil.which("nvidia-smi") is None or shutil.which("vllm") is None:
+    if shutil.which("nvidia-smi") is None or vllm_command() is None:
         return False
     return subprocess.run(["nvidia-smi"], capture_output=True).returncode == 0
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _has_gpu(), reason="needs an NVIDIA GPU and vllm installed")
-def test_vllm_engine_command_is_accepted_by_vllm() -> None:
-    model = _model(engine="vllm", model="org/model")
+def test_vllm_knows_every_flag_chatapp_passes() -> None:
+    options = VllmOptions(
+        gpu_memory_utilization=0.5,
+        enable_prefix_caching=False,
+        tool_call_parser="hermes",
+        dtype="bfloat16",
+        quantization="fp8",
+    )
+    model = _model(engine="vllm", model="org/model", vllm=options, args={"enforce_eager": True})
     argv = list(build_launch(model, host="127.0.0.1", port=8100, config_path=Path("m.toml")).argv)
-    result = subprocess.run([*argv[:2], "--help"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0
-    for flag in ("--served-model-name", "--max-model-len", "--enable-prefix-caching"):
-        assert flag in result.stdout
+    # `--help` lists only the option groups since vLLM 0.1x; `--help=all` lists every flag.
+    result = subprocess.run([*argv[:2], "--help=all"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listed = set(re.findall(r"--[a-z0-9-]+", result.stdout))
+    flags = [arg for arg in argv[3:] if arg.startswith("--")]
+    assert len(flags) == 12
+    assert [flag for flag in flags if flag not in listed] == []
