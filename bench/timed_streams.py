@@ -52,6 +52,13 @@ class Spec:
     seed: int = 1
     route: Literal["chat", "conversation"] = "chat"
     conversations: tuple[str, ...] = ()
+    # 0 on a real engine: greedy answers are the same through any path, so two paths that
+    # are compared produce the same number of tokens (the emulator ignores it).
+    temperature: float | None = None
+    # Appended to every prompt: what the model is asked to do with it. A real engine's
+    # answers end where the model stops; "repeat the text above" makes them run to
+    # max_tokens, so every path is given the same work.
+    instruction: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,8 @@ def _chat_body(spec: Spec, text: str) -> dict[str, Any]:
     }
     if spec.stream:
         body["stream_options"] = {"include_usage": True}
+    if spec.temperature is not None:
+        body["temperature"] = spec.temperature
     return body
 
 
@@ -213,7 +222,7 @@ async def run_shots(
         raw = RawClient(base_url)
         try:
             while (index := next(pending, None)) is not None:
-                text = prompt(index, spec.prompt_tokens)
+                text = prompt(index, spec.prompt_tokens) + spec.instruction
                 if spec.route == "conversation":
                     message = {"content": text, "max_tokens": spec.max_tokens}
                     shot = await _conversed(raw, chats[number], message, headers)
