@@ -3,7 +3,9 @@
 A remote node is asked for `/models` (any OpenAI-compatible server has it); a local engine
 for its own health route (vLLM's /health), only while its supervisor says it is up. A
 failing check marks the upstream unhealthy and counts toward its breaker; a passing one
-brings it back and closes a half-open breaker. vLLM's /metrics gives the prefix-cache hit
+brings it back and closes a half-open breaker. A check that times out while the upstream
+has requests of ours in flight counts neither way: the engine is busy, and those requests
+say whether it works. vLLM's /metrics gives the prefix-cache hit
 rate shown by `chatapp fleet status`.
 """
 
@@ -62,6 +64,16 @@ async def check_upstream(client: httpx.AsyncClient, upstream: Upstream, timeout:
         url = upstream.base_url + "/models"
     try:
         response = await client.get(url, headers=upstream.headers(), timeout=timeout)
+    except httpx.TimeoutException as exc:
+        if upstream.outstanding:
+            # Busy, not down: llama-cpp-python answers /v1/models only between generations,
+            # so every check during a long answer timed out, and two in a row turned every
+            # request away with a 503 while the engine was working for us. The requests in
+            # flight show whether it works: a failing one counts toward the breaker.
+            log.debug("health check of %s timed out while it serves requests", upstream.name)
+            return
+        upstream.record_check(False, f"health check: {type(exc).__name__}")
+        return
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         upstream.record_check(False, f"health check: {type(exc).__name__}")
         return
