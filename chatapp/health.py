@@ -5,8 +5,8 @@ for its own health route (vLLM's /health), only while its supervisor says it is 
 failing check marks the upstream unhealthy and counts toward its breaker; a passing one
 brings it back and closes a half-open breaker. A check that times out while the upstream
 has requests of ours in flight counts neither way: the engine is busy, and those requests
-say whether it works. vLLM's /metrics gives the prefix-cache hit
-rate shown by `chatapp fleet status`.
+say whether it works. vLLM's /metrics gives the prefix-cache hit rate shown by `chatapp
+fleet status`.
 """
 
 from __future__ import annotations

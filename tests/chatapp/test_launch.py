@@ -119,7 +119,7 @@ def test_vllm_knows_every_flag_chatapp_passes() -> None:
     )
     model = _model(engine="vllm", model="org/model", vllm=options, args={"enforce_eager": True})
     argv = list(build_launch(model, host="127.0.0.1", port=8100, config_path=Path("m.toml")).argv)
-    # `--help` lists only the option groups since vLLM 0.1x; `--help=all` lists every flag.
+    # vLLM 0.25's `serve --help` lists only the option groups; `--help=all` lists every flag.
     result = subprocess.run([*argv[:2], "--help=all"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     listed = set(re.findall(r"--[a-z0-9-]+", result.stdout))

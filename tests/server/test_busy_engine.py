@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -19,9 +18,9 @@ import pytest
 from chatapp.paths import shipped_config_path
 from tests.conftest import LiveServer, start_server
 
-# About 300 prompt tokens and 128 answer tokens: several seconds of generation on two cores,
-# many times the checks' half-second timeout.
-LONG = "lorem ipsum dolor sit amet " * 60 + "\nRepeat the text above, word for word."
+# About 600 prompt tokens and 400 answer tokens (greedy, it repeats until max_tokens):
+# seconds of generation even on a fast box, many times the checks' half-second timeout.
+LONG = "lorem ipsum dolor sit amet " * 120 + "\nRepeat the text above, word for word."
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,7 @@ def test_requests_during_a_long_answer_wait_for_the_engine_instead_of_a_503(
         stream = client.chat.completions.create(
             model="smollm2",
             messages=[{"role": "user", "content": LONG}],
-            max_tokens=128,
+            max_tokens=400,
             temperature=0,
             stream=True,
         )
@@ -86,9 +85,7 @@ def test_requests_during_a_long_answer_wait_for_the_engine_instead_of_a_503(
     assert after["healthy"] and after["failures"] == 0 and after["outstanding"] == 0
 
 
-def test_an_engine_that_stops_answering_is_still_marked_unhealthy(
-    tmp_path: Path, gateway: LiveServer
-) -> None:
+def test_an_engine_that_stops_answering_is_still_marked_unhealthy(gateway: LiveServer) -> None:
     """With nothing of ours in flight, a check that times out still counts."""
     (engine,) = gateway.engine_processes()
     engine.suspend()  # alive, listening, answering nothing
