@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,9 +29,8 @@ import psutil
 
 from bench.load import run
 from bench.report import Row, console_for, print_facts, print_table
-from bench.servers import ADMIN_KEY, Processes, Server, processes_in
+from bench.servers import ADMIN_KEY, Processes, Server, processes_in, spawn_gateway
 from bench.timed_streams import Shot, Spec, run_shots, stats
-from chatapp.engines.supervisor import free_port
 
 MODEL = "bench-model"
 QUESTION = "What is the capital of France? Answer in one sentence."
@@ -86,13 +83,7 @@ def gateway_config(args: argparse.Namespace) -> str:
 
 
 def start_gateway(procs: Processes, args: argparse.Namespace, home: Path) -> Server:
-    config = procs.tmp / "models.toml"
-    config.write_text(gateway_config(args))
-    port = free_port()
-    env = {**os.environ, "CHATAPP_HOME": str(home), "CHATAPP_ADMIN_KEY": ADMIN_KEY}
-    argv = [sys.executable, "-m", "cli", "serve", "--config", str(config), "--port", str(port)]
-    spawned = procs.spawn(argv, "gateway", env)
-    gateway = Server("gateway", f"http://127.0.0.1:{port}", spawned.process, ADMIN_KEY)
+    gateway = spawn_gateway(procs, "gateway", gateway_config(args), home)
     wait_for_engine(gateway, home, args.start_timeout + 30)
     return gateway
 

@@ -29,6 +29,7 @@ __all__ = [
     "gateway_config",
     "metric",
     "processes_in",
+    "spawn_gateway",
     "start_copier",
     "start_engines",
     "start_gateways",
@@ -180,19 +181,22 @@ def start_gateways(
     procs: Processes, engines: Mapping[str, Server], kinds: Mapping[str, str]
 ) -> dict[str, Server]:
     """`chatapp serve` per entry of `kinds` (name → config kind), each with its own data dir."""
-    gateways = {}
-    for name, kind in kinds.items():
-        port = free_port()
-        config = procs.tmp / f"{name}.toml"
-        config.write_text(gateway_config(kind, engines))
-        env = {
-            **os.environ,
-            "CHATAPP_HOME": str(procs.tmp / f"home-{name}"),
-            "CHATAPP_ADMIN_KEY": ADMIN_KEY,
-        }
-        argv = [sys.executable, "-m", "cli", "serve", "--config", str(config), "--port", str(port)]
-        spawned = procs.spawn(argv, name, env)
-        gateways[name] = Server(name, f"http://127.0.0.1:{port}", spawned.process, ADMIN_KEY)
+    gateways = {
+        name: spawn_gateway(procs, name, gateway_config(kind, engines), procs.tmp / f"home-{name}")
+        for name, kind in kinds.items()
+    }
     for gateway in gateways.values():
         procs.wait_ready(gateway, "/readyz")
     return gateways
+
+
+def spawn_gateway(procs: Processes, name: str, config: str, home: Path) -> Server:
+    """`chatapp serve` on the models.toml text `config`, with `home` its data dir and the
+    bench's admin key; started, not yet ready."""
+    path = procs.tmp / f"{name}.toml"
+    path.write_text(config)
+    port = free_port()
+    env = {**os.environ, "CHATAPP_HOME": str(home), "CHATAPP_ADMIN_KEY": ADMIN_KEY}
+    argv = [sys.executable, "-m", "cli", "serve", "--config", str(path), "--port", str(port)]
+    spawned = procs.spawn(argv, name, env)
+    return Server(name, f"http://127.0.0.1:{port}", spawned.process, ADMIN_KEY)
