@@ -64,17 +64,14 @@ async def check_upstream(client: httpx.AsyncClient, upstream: Upstream, timeout:
         url = upstream.base_url + "/models"
     try:
         response = await client.get(url, headers=upstream.headers(), timeout=timeout)
-    except httpx.TimeoutException as exc:
-        if upstream.outstanding:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        if isinstance(exc, httpx.TimeoutException) and upstream.outstanding:
             # Busy, not down: llama-cpp-python answers /v1/models only between generations,
             # so every check during a long answer timed out, and two in a row turned every
             # request away with a 503 while the engine was working for us. The requests in
             # flight show whether it works: a failing one counts toward the breaker.
             log.debug("health check of %s timed out while it serves requests", upstream.name)
             return
-        upstream.record_check(False, f"health check: {type(exc).__name__}")
-        return
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         upstream.record_check(False, f"health check: {type(exc).__name__}")
         return
     if response.status_code != 200:
