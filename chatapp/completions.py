@@ -16,6 +16,7 @@ import httpx
 from httpx_sse import SSEError
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # run per read: see batches()
 
+from chatapp import exchange_log
 from chatapp.engine_transport import BODY, EngineHungUp
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
 from chatapp.token_count import count_usage
@@ -85,6 +86,7 @@ class Completions:
             target, upstream = attempts.next()
             payload = {**upstream.prepare(body, target.model.name), "stream": False}
             payload["model"] = target.model.name
+            exchange_log.sent(upstream.name, payload)
             upstream.outstanding += 1
             started = time.monotonic()
             request = self.client.build_request(
@@ -108,6 +110,7 @@ class Completions:
                 attempts.failed(upstream, error)
                 continue
             upstream.record_success(time.monotonic() - started)
+            exchange_log.answered(upstream.name, response.content)
             try:
                 usage = json.loads(response.content).get("usage")
             except (ValueError, AttributeError):
@@ -141,6 +144,7 @@ class Completions:
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
+            exchange_log.sent(upstream.name, payload)
             request = self.client.build_request(
                 "POST",
                 self._endpoint(upstream),
@@ -443,6 +447,13 @@ class ChatStream:
         if not self._closed:
             self._closed = True
             self.upstream.outstanding -= 1
+            exchange_log.finished(
+                self.upstream.name,
+                self._pieces,
+                finish_reason=self.finish_reason,
+                usage=self.usage,
+                outcome=self.outcome,
+            )
             # Often while a client disconnect is cancelling the request: asyncio delivers that
             # once, and the engine transport closes its connection without waiting on it.
             await self.response.aclose()

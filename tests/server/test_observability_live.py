@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from chatapp.paths import shipped_config_path
 from tests.conftest import ADMIN_KEY, LiveServer, start_server
 from tests.scripted_upstream import ScriptedUpstream
 
@@ -162,3 +163,91 @@ def test_a_usage_row_is_filed_under_the_id_the_gateway_gave(json_server: LiveSer
     lines = _json_lines(json_server.home / "serve.out")
     (entry,) = [line for line in lines if line.get("request_id") == made]
     assert entry["logger"] == "chatapp.access" and entry["usage_id"] == made
+
+
+@pytest.fixture(scope="module")
+def debug_server(
+    tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream
+) -> Iterator[LiveServer]:
+    """The shipped config (the embedded model) at debug level, in JSON Lines, and a scripted
+    model."""
+    text = shipped_config_path().read_text()
+    text = text.replace('log_format = "text"', 'log_format = "json"')
+    text = text.replace('log_level = "info"', 'log_level = "debug"')
+    text += f'\n[[models.scripted.nodes]]\nurl = "{scripted.url}"\n'
+    config = tmp_path_factory.mktemp("debuglogs") / "models.toml"
+    config.write_text(text)
+    live = start_server(tmp_path_factory.mktemp("debughome"), config)
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        live.stop()
+
+
+def _engine_lines(server: LiveServer, request: str) -> list[str]:
+    """The messages of the engine-exchange lines one request caused."""
+    time.sleep(0.3)  # the log thread writes them
+    return [
+        line["message"]
+        for line in _json_lines(server.home / "serve.out")
+        if line.get("request_id") == request and line["logger"] == "chatapp.engine"
+    ]
+
+
+def test_at_debug_level_the_prompt_and_answer_are_logged(debug_server: LiveServer) -> None:
+    secret_words = "marmalade-lighthouse-question"
+    with openai.OpenAI(base_url=debug_server.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
+        stream = sdk.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": f"Say {secret_words}."}],
+            max_tokens=8,
+            stream=True,
+            extra_headers={"x-request-id": "debug-trace-1"},
+        )
+        heard = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        whole = sdk.chat.completions.create(
+            model="scripted",
+            messages=[{"role": "user", "content": "script:say:plain answer here"}],
+            extra_headers={"x-request-id": "debug-trace-2"},
+        )
+    assert heard and whole.choices[0].message.content == "plain answer here"
+
+    sent, answered = _engine_lines(debug_server, "debug-trace-1")
+    assert sent.startswith("to smollm2@local: ")
+    payload = json.loads(sent.split(": ", 1)[1])
+    assert payload["messages"][-1]["content"] == f"Say {secret_words}."
+    assert payload["max_tokens"] == 8 and payload["stream"] is True
+    head, _, text = answered.partition(": ")  # the usage and the upstream hold no ": "
+    said = r"from smollm2@local, streamed, finish_reason \w+, usage (\{.+\}|none)"
+    assert re.fullmatch(said, head)
+    assert json.loads(text) == heard  # what the client got, word for word
+
+    sent, answered = _engine_lines(debug_server, "debug-trace-2")
+    assert sent.startswith("to scripted@") and "script:say:plain answer here" in sent
+    assert answered.startswith("from scripted@") and "plain answer here" in answered
+
+
+def test_at_debug_level_a_conversation_reply_is_logged_under_its_request(
+    debug_server: LiveServer,
+) -> None:
+    with httpx.Client(
+        base_url=debug_server.base_url, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    ) as http:
+        made = http.post("/conversations", json={"model": "scripted", "title": "t"})
+        cid = made.json()["id"]
+        with http.stream(
+            "POST",
+            f"/conversations/{cid}/messages",
+            headers={"x-request-id": "debug-trace-3"},
+            json={"content": "script:say:stored reply words"},
+        ) as response:
+            assert response.status_code == 200
+            body = response.read().decode()
+    assert "message.completed" in body
+
+    # The reply is made by a task of its own: its lines still carry the request's id.
+    sent, answered = _engine_lines(debug_server, "debug-trace-3")
+    assert sent.startswith("to scripted@") and "script:say:stored reply words" in sent
+    assert answered.startswith("from scripted@") and ", streamed, finish_reason stop, " in answered
+    assert answered.endswith(': "stored reply words"')
