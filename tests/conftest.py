@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,17 @@ def start_server(
     return LiveServer(process=process, home=home, port=port)
 
 
+@contextmanager
+def serving(home: Path, config: Path | None = None, timeout: float = 120.0) -> Iterator[LiveServer]:
+    """A live `chatapp serve`, ready, for the block's time; stopped however the block ends."""
+    live = start_server(home, config)
+    try:
+        live.wait_ready(timeout)
+        yield live
+    finally:
+        live.stop()
+
+
 @pytest.fixture(scope="session")
 def scripted() -> Iterator[ScriptedUpstream]:
     with ScriptedUpstream(free_port()) as upstream:
@@ -167,12 +179,8 @@ thresholds = {{ hate = 0.9 }}
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, test_config: Path) -> Iterator[LiveServer]:
     """One live `chatapp serve` on the real embedded model, shared by the session's tests."""
-    live = start_server(tmp_path_factory.mktemp("home"), test_config)
-    try:
-        live.wait_ready()
+    with serving(tmp_path_factory.mktemp("home"), test_config) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture

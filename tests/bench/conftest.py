@@ -8,7 +8,7 @@ import pytest
 
 from bench.emulator import EngineProfile, serve_in_thread
 from chatapp.engines.supervisor import free_port
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, serving
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +18,5 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with serve_in_thread(profile, free_port()) as engine_url:
         config = tmp_path_factory.mktemp("config") / "models.toml"
         config.write_text(f'[models.emu]\n[[models.emu.nodes]]\nurl = "{engine_url}"\n')
-        live = start_server(tmp_path_factory.mktemp("home"), config)
-        try:
-            live.wait_ready(timeout=60)
+        with serving(tmp_path_factory.mktemp("home"), config, timeout=60) as live:
             yield live
-        finally:
-            live.stop()

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from chatapp.paths import shipped_config_path
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, serving
 
 # About 600 prompt tokens and 400 answer tokens (greedy, it repeats until max_tokens):
 # seconds of generation even on a fast box, many times the checks' half-second timeout.
@@ -30,12 +30,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     base = tmp_path_factory.mktemp("busy")
     config = base / "models.toml"
     config.write_text(text.replace("health_check_seconds = 5 ", "health_check_seconds = 0.2 "))
-    live = start_server(base / "home", config)
-    try:
-        live.wait_ready()
+    with serving(base / "home", config) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def _upstream(gateway: LiveServer) -> dict:

@@ -12,7 +12,7 @@ import pytest
 from chatapp.accounts import Accounts
 from chatapp.paths import DB_NAME
 from chatapp.store import open_database
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, serving
 
 
 def _config(test_config: Path, tmp_path: Path) -> Path:
@@ -39,9 +39,7 @@ def test_kill_9_before_the_flush_loses_nothing_and_keeps_daily_quotas(
 ) -> None:
     config = _config(test_config, tmp_path)
     home = tmp_path / "home"
-    first = start_server(home, config)
-    try:
-        first.wait_ready()
+    with serving(home, config) as first:
         accounts = Accounts(open_database(home / DB_NAME))
         user = accounts.ensure_user("crash", org_id=accounts.ensure_org("crash-org", tier="pro"))
         created = accounts.create_key(user)
@@ -64,12 +62,8 @@ def test_kill_9_before_the_flush_loses_nothing_and_keeps_daily_quotas(
         outbox.conn.close()
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(timeout=10)
-    finally:
-        first.stop()
 
-    second = start_server(home, config)
-    try:
-        second.wait_ready()
+    with serving(home, config) as second:
         row = _usage_rows(second, created.id)
         assert row["requests"] == 3
         assert row["completion_tokens"] == 3
@@ -84,11 +78,5 @@ def test_kill_9_before_the_flush_loses_nothing_and_keeps_daily_quotas(
             )
         assert "requests_per_day (3)" in info.value.body["message"]
         assert _usage_rows(second, created.id)["requests"] == 4  # the refusal is recorded too
-    finally:
-        second.stop()
-    third = start_server(home, config)
-    try:
-        third.wait_ready()
+    with serving(home, config) as third:
         assert _usage_rows(third, created.id)["requests"] == 4  # nothing counted twice
-    finally:
-        third.stop()

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from chatapp.paths import shipped_config_path
-from tests.conftest import ADMIN_KEY, LiveServer, start_server
+from tests.conftest import ADMIN_KEY, LiveServer, serving
 from tests.scripted_upstream import ScriptedUpstream
 
 
@@ -115,12 +115,8 @@ def json_server(
     config.write_text(
         f'[server]\nlog_format = "json"\n\n[[models.echo.nodes]]\nurl = "{scripted.url}"\n'
     )
-    live = start_server(tmp_path_factory.mktemp("jsonhome"), config)
-    try:
-        live.wait_ready()
+    with serving(tmp_path_factory.mktemp("jsonhome"), config) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def _json_lines(path: Path) -> list[dict]:
@@ -177,12 +173,8 @@ def debug_server(
     text += f'\n[[models.scripted.nodes]]\nurl = "{scripted.url}"\n'
     config = tmp_path_factory.mktemp("debuglogs") / "models.toml"
     config.write_text(text)
-    live = start_server(tmp_path_factory.mktemp("debughome"), config)
-    try:
-        live.wait_ready()
+    with serving(tmp_path_factory.mktemp("debughome"), config) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def _engine_lines(server: LiveServer, request: str) -> list[str]:

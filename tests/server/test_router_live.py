@@ -24,7 +24,7 @@ import openai
 import pytest
 
 from chatapp.engines.supervisor import free_port
-from tests.conftest import ADMIN_KEY, LiveServer, start_server
+from tests.conftest import ADMIN_KEY, LiveServer, serving
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -141,12 +141,10 @@ context_window = 4096
 url = "{stand_ins["d"].url}"
 """
     )
-    gateway = start_server(base / "home", config)
     try:
-        gateway.wait_ready()
-        yield Fleet(gateway, stand_ins)
+        with serving(base / "home", config) as gateway:
+            yield Fleet(gateway, stand_ins)
     finally:
-        gateway.stop()
         for stand_in in stand_ins.values():
             stand_in.kill()
 

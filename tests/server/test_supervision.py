@@ -12,18 +12,14 @@ import openai
 import psutil
 import pytest
 
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, serving
 
 
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A server of this test's own, since these tests kill things."""
-    live = start_server(tmp_path / "home")
-    try:
-        live.wait_ready()
+    with serving(tmp_path / "home") as live:
         yield live
-    finally:
-        live.stop()
 
 
 def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
