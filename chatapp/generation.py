@@ -42,7 +42,7 @@ class Generation:
     def __init__(self, reply_id: str, *, grace_seconds: float, numbered_after: int = 0) -> None:
         self.reply_id = reply_id
         self.grace_seconds = grace_seconds
-        self.frames: list[bytes] = []
+        self.frames: list[bytes] | tuple[bytes, ...] = []  # a tuple once finished: finish()
         self.numbered_after = numbered_after
         self.completed = False  # message.completed is out: a reply's last event
         self.done = False
@@ -66,12 +66,19 @@ class Generation:
 
     def _add(self, name: str, data: str) -> None:
         """The next event, its data already JSON, as its frame; its followers woken."""
-        seq = self.numbered_after + len(self.frames) + 1
-        self.frames.append(f"id: {seq}\nevent: {name}\ndata: {data}\n\n".encode())
+        frames = self.frames
+        assert isinstance(frames, list), "a finished reply takes no more events"
+        seq = self.numbered_after + len(frames) + 1
+        frames.append(f"id: {seq}\nevent: {name}\ndata: {data}\n\n".encode())
         self._wake()
 
     def finish(self) -> None:
+        """The reply is over: nothing is published after this."""
         self.done = True
+        # Kept for late resumes: a tuple of bytes, which the collector stops tracking at its
+        # next pass, so no full collection walks a finished reply's events again (a list
+        # of them was most of what one walked in a busy gateway).
+        self.frames = tuple(self.frames)
         self._wake()
 
     def _wake(self) -> None:
@@ -160,7 +167,9 @@ class GenerationRegistry:
 
         def finished(_: asyncio.Task[None]) -> None:
             # A callback, not a `finally`: it runs even if the task was cancelled before it
-            # ever started.
+            # ever started. The task goes: kept five minutes, it and the request's context
+            # it holds were six of a finished reply's nine objects for the collector to walk.
+            generation.task = None
             generation.finish()
             self._finished.append((time.monotonic() + self.keep_seconds, reply_id))
 

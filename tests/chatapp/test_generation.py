@@ -63,6 +63,11 @@ async def test_a_finished_reply_keeps_nothing_for_the_garbage_collector_per_even
     assert generation.done and registry.get("m1") is generation  # kept for late resumes
     assert len(generation.frames) == 202
     assert not any(gc.is_tracked(frame) for frame in generation.frames)
+    # Nor as a whole: no task (nor the request context it held), and the frames' tuple is
+    # untracked at the collector's next pass.
+    assert generation.task is None
+    gc.collect()
+    assert not gc.is_tracked(generation.frames)
     assert len(_events(await _read(generation, 200))) == 2  # still resumable, exactly
 
 
