@@ -20,6 +20,7 @@ from chatapp import exchange_log
 from chatapp.engine_transport import BODY, EngineHungUp
 from chatapp.errors import EngineUnavailable, InvalidRequest, RequestError, UpstreamError
 from chatapp.token_count import count_usage
+from chatapp.tool_calls import ToolCallBuilder
 from chatapp.upstreams import ModelPool, Upstream
 
 __all__ = ["ChatStream", "Completion", "Completions"]
@@ -282,6 +283,8 @@ class ChatStream:
         self._last: str | None = None
         self._model = str(body.get("model", ""))
         self._sse: tuple[SSELineDecoder, SSEDecoder] | None = None
+        # With debug logging on, the answer's tool calls too, for its log line.
+        self._logged_calls = ToolCallBuilder() if exchange_log.enabled() else None
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Each upstream chunk's data, as it arrives; ends with a usage chunk when asked for."""
@@ -404,6 +407,8 @@ class ChatStream:
     def _take(self, data: str, now: float) -> str | None:
         """Note what one chunk says (text, finish reason, usage); the data to pass on, if any."""
         chunk = _parse_chunk(data)
+        if self._logged_calls is not None:
+            self._logged_calls.add(chunk)
         if "error" in chunk:
             raise _upstream_error(502, data.encode())
         self._last = data
@@ -453,6 +458,7 @@ class ChatStream:
                 finish_reason=self.finish_reason,
                 usage=self.usage,
                 outcome=self.outcome,
+                tool_calls=self._logged_calls.as_message_calls() if self._logged_calls else None,
             )
             # Often while a client disconnect is cancelling the request: asyncio delivers that
             # once, and the engine transport closes its connection without waiting on it.

@@ -46,6 +46,7 @@ def finished(
     finish_reason: str | None,
     usage: Mapping[str, Any] | None,
     outcome: str,
+    tool_calls: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
     """A streamed answer's text as the engine sent it (so far, when it was cut short), with
     the engine's usage ("none" from llama-cpp-python, which streams none: the gateway counts)."""
@@ -60,6 +61,9 @@ def finished(
             json.dumps(usage, separators=(",", ":")) if usage else "none",  # no ": " in it
             _cut(json.dumps("".join(pieces), ensure_ascii=False)),
         )
+        if tool_calls:  # a line of their own: their arguments are JSON text, ": " and all
+            calls = json.dumps(tool_calls, ensure_ascii=False)
+            log.debug("from %s, streamed, tool calls: %s", upstream, _cut(calls))
 
 
 def _cut(text: str) -> str:

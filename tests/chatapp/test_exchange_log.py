@@ -66,3 +66,16 @@ def test_at_info_nothing_is_logged_nor_encoded(caplog: pytest.LogCaptureFixture)
         exchange_log.answered("u", b"secret answer")
         exchange_log.finished("u", ["secret"], finish_reason="stop", usage=None, outcome="ok")
     assert caplog.records == []
+
+
+def test_tool_calls_get_a_line_of_their_own(caplog: pytest.LogCaptureFixture) -> None:
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]
+    with caplog.at_level(logging.DEBUG, logger=ENGINE):
+        exchange_log.finished(
+            "u", [], finish_reason="tool_calls", usage=None, outcome="ok", tool_calls=calls
+        )
+        exchange_log.finished("u", ["text"], finish_reason="stop", usage=None, outcome="ok")
+    answer, called, plain = [r.getMessage() for r in caplog.records]
+    assert answer == 'from u, streamed, finish_reason tool_calls, usage none: ""'
+    assert called == f"from u, streamed, tool calls: {json.dumps(calls)}"
+    assert plain == 'from u, streamed, finish_reason stop, usage none: "text"'  # none: no line

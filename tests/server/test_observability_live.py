@@ -243,3 +243,22 @@ def test_at_debug_level_a_conversation_reply_is_logged_under_its_request(
     assert sent.startswith("to scripted@") and "script:say:stored reply words" in sent
     assert answered.startswith("from scripted@") and ", streamed, finish_reason stop, " in answered
     assert answered.endswith(': "stored reply words"')
+
+
+def test_at_debug_level_a_streamed_tool_call_is_logged_whole(debug_server: LiveServer) -> None:
+    with openai.OpenAI(base_url=debug_server.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
+        stream = sdk.chat.completions.create(
+            model="scripted",
+            messages=[{"role": "user", "content": 'script:tool:lookup:{"city": "Oslo"}'}],
+            stream=True,
+            extra_headers={"x-request-id": "debug-trace-4"},
+        )
+        pieces = [c.choices[0].delta.tool_calls for c in stream if c.choices]
+    assert any(pieces)  # the client got the call, in pieces
+
+    sent, answered, called = _engine_lines(debug_server, "debug-trace-4")
+    assert ", streamed, finish_reason tool_calls, " in answered
+    head, _, calls = called.partition(": ")
+    assert head.startswith("from scripted@") and head.endswith(", streamed, tool calls")
+    (call,) = json.loads(calls)  # put back together from its deltas
+    assert call["function"] == {"name": "lookup", "arguments": '{"city": "Oslo"}'}
