@@ -223,6 +223,7 @@ class Engine:
         label = f'{{model_name="{self.profile.model}"}}'
         rows = [
             ("vllm:num_requests_running", "gauge", self.running),
+            ("vllm:num_requests_waiting", "gauge", 0),  # no queue: every request runs at once
             ("vllm:prefix_cache_queries_total", "counter", self.prefix_queries),
             ("vllm:prefix_cache_hits_total", "counter", self.prefix_hits),
             ("vllm:prompt_tokens_total", "counter", self.prompt_tokens),

@@ -5,8 +5,11 @@ for its own health route (vLLM's /health), only while its supervisor says it is 
 failing check marks the upstream unhealthy and counts toward its breaker; a passing one
 brings it back and closes a half-open breaker. A check that times out while the upstream
 has requests of ours in flight counts neither way: the engine is busy, and those requests
-say whether it works. vLLM's /metrics gives the prefix-cache hit rate shown by `chatapp
-fleet status`.
+say whether it works. A vLLM engine's /metrics gives its load (requests running and waiting
+in its queue) and its prefix-cache hit rate: a local vLLM engine's is read at every passing
+check, a remote node's too if its first answer showed vLLM's metrics (one request to learn
+that a node is not vLLM, never again). The load shows on the gateway's /metrics and in
+`chatapp fleet status`.
 """
 
 from __future__ import annotations
@@ -14,41 +17,57 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import httpx
 
 from chatapp.upstreams import ModelPool, Upstream
 
-__all__ = ["check_forever", "check_upstream", "prefix_cache_hit_rate"]
+__all__ = ["EngineLoad", "check_forever", "check_upstream", "engine_load"]
 
 log = logging.getLogger("chatapp.health")
 
 # vLLM's counters (V1 engine names, then the older ones).
 _HITS = ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total")
 _QUERIES = ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total")
+_RUNNING = "vllm:num_requests_running"
+_WAITING = "vllm:num_requests_waiting"
+_WANTED = {*_HITS, *_QUERIES, _RUNNING, _WAITING}
 
 
-def prefix_cache_hit_rate(metrics: str) -> float | None:
-    """Hits over queries summed across label sets, from Prometheus text; None if absent."""
-    hits = queries = 0.0
-    seen = False
+@dataclass(frozen=True)
+class EngineLoad:
+    """What a vLLM engine's /metrics says; None for what it does not say."""
+
+    running: float | None = None
+    waiting: float | None = None
+    prefix_cache_hit_rate: float | None = None
+
+    @property
+    def is_vllm(self) -> bool:
+        return self.running is not None or self.waiting is not None
+
+
+def engine_load(metrics: str) -> EngineLoad:
+    """Each figure summed across label sets (one set per model an engine serves), read from
+    Prometheus text. Only these few lines matter of a page of many histograms, so lines are
+    matched by name rather than the whole page parsed."""
+    sums: dict[str, float] = {}
     for line in metrics.splitlines():
-        if not line or line.startswith("#"):
+        if not line.startswith("vllm:"):
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name not in _WANTED:
+            continue
         try:
             value = float(line.rsplit(" ", 1)[-1])
         except ValueError:
             continue
-        if name in _HITS:
-            hits += value
-            seen = True
-        elif name in _QUERIES:
-            queries += value
-            seen = True
-    if not seen or queries <= 0:
-        return None
-    return round(hits / queries, 4)
+        key = "hits" if name in _HITS else "queries" if name in _QUERIES else name
+        sums[key] = sums.get(key, 0.0) + value
+    queries = sums.get("queries", 0.0)
+    hit_rate = round(sums.get("hits", 0.0) / queries, 4) if queries > 0 else None
+    return EngineLoad(sums.get(_RUNNING), sums.get(_WAITING), hit_rate)
 
 
 async def check_upstream(client: httpx.AsyncClient, upstream: Upstream, timeout: float) -> None:
@@ -78,12 +97,23 @@ async def check_upstream(client: httpx.AsyncClient, upstream: Upstream, timeout:
         upstream.record_check(False, f"health check: HTTP {response.status_code}")
         return
     upstream.record_check(True)
-    if launch is not None and launch.health_path == "/health":
-        try:
-            metrics = await client.get(root + "/metrics", timeout=timeout)
-            upstream.prefix_cache_hit_rate = prefix_cache_hit_rate(metrics.text)
-        except httpx.HTTPError:
-            pass  # the hit rate is a nicety; the check itself passed
+    local_vllm = launch is not None and launch.health_path == "/health"
+    if local_vllm or (supervisor is None and upstream.engine_metrics is not False):
+        await _read_load(client, upstream, root, timeout)
+
+
+async def _read_load(
+    client: httpx.AsyncClient, upstream: Upstream, root: str, timeout: float
+) -> None:
+    """The engine's load from its /metrics, a nicety: the check itself has passed."""
+    try:
+        answer = await client.get(root + "/metrics", headers=upstream.headers(), timeout=timeout)
+    except httpx.HTTPError:
+        return  # asked again at the next check
+    load = engine_load(answer.text) if answer.status_code == 200 else EngineLoad()
+    upstream.engine_metrics = load.is_vllm
+    upstream.engine_running, upstream.engine_waiting = load.running, load.waiting
+    upstream.prefix_cache_hit_rate = load.prefix_cache_hit_rate
 
 
 async def check_forever(

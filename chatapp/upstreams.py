@@ -57,6 +57,11 @@ class Upstream:
     failed_checks: int = 0  # health checks failed in a row
     checked_at: float | None = None
     prefix_cache_hit_rate: float | None = None
+    # A vLLM engine's own count of requests it runs and holds in its queue (chatapp/health.py);
+    # None where unknown. `engine_metrics`: whether it serves vLLM's /metrics (None: not asked).
+    engine_running: float | None = None
+    engine_waiting: float | None = None
+    engine_metrics: bool | None = None
     gpus: tuple[int, ...] = ()
 
     def available(self) -> bool:
@@ -112,6 +117,7 @@ class Upstream:
         else:
             self.failed_checks += 1
             self.healthy = self.failed_checks < UNHEALTHY_AFTER
+            self.engine_running = self.engine_waiting = None  # no longer known
             self.record_failure(error or "health check failed")
 
     def status(self) -> dict[str, Any]:
@@ -144,6 +150,8 @@ class Upstream:
             "circuit": self.breaker.state.value,
             "circuit_opened": self.breaker.opened_count,
             "prefix_cache_hit_rate": self.prefix_cache_hit_rate,
+            "engine_running": self.engine_running,
+            "engine_waiting": self.engine_waiting,
             "gpus": list(self.gpus),
         }
 

@@ -28,7 +28,8 @@ def _rows(upstreams: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def status(
     ctx: typer.Context, json_output: JsonOption = False, csv_output: CsvOption = False
 ) -> None:
-    """Show every upstream: state, draining, in-flight and served requests, failures, latency."""
+    """Show every upstream: state, draining, in-flight requests (and a vLLM engine's own queue),
+    served requests, failures, latency."""
     fmt = output_format(json_output, csv_output)
     upstreams = client_of(ctx).get("/admin/fleet")["upstreams"]
     columns = [
@@ -38,6 +39,7 @@ def status(
         "state",
         "draining",
         "outstanding",
+        "engine_waiting",
         "served",
         "failures",
         "latency_ms",

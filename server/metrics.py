@@ -164,6 +164,11 @@ class _LiveState(Collector):
         restarts = CounterMetricFamily(
             "chatapp_engine_restarts", "Restarts of a supervised engine", labels=labels
         )
+        engine_requests = GaugeMetricFamily(
+            "chatapp_upstream_engine_requests",
+            "Requests a vLLM upstream runs and holds in its queue, by its own /metrics",
+            labels=[*labels, "state"],
+        )
         for name, pool in self.state.pools.items():
             for upstream in pool.upstreams:
                 key = [name, upstream.name]
@@ -173,7 +178,11 @@ class _LiveState(Collector):
                 failures.add_metric(key, upstream.failures)
                 if upstream.supervisor is not None:
                     restarts.add_metric(key, upstream.supervisor.restarts)
-        yield from (outstanding, available, circuit_open, failures, restarts)
+                if upstream.engine_running is not None:
+                    engine_requests.add_metric([*key, "running"], upstream.engine_running)
+                if upstream.engine_waiting is not None:
+                    engine_requests.add_metric([*key, "waiting"], upstream.engine_waiting)
+        yield from (outstanding, available, circuit_open, failures, restarts, engine_requests)
         depth = self.state.accounts.db.execute("SELECT count(*) FROM usage_outbox").fetchone()[0]
         yield GaugeMetricFamily(
             "chatapp_ledger_outbox_depth", "Usage events not yet in the ledger", value=depth

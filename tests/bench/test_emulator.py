@@ -12,7 +12,7 @@ import pytest
 
 from bench.emulator import EngineProfile, serve_in_thread
 from chatapp.engines.supervisor import free_port
-from chatapp.health import prefix_cache_hit_rate
+from chatapp.health import engine_load
 
 PROFILE = EngineProfile(
     ttft_ms=5, prefill_ms_per_1k=200, tokens_per_second=500, prefix_cache_blocks=1000
@@ -118,6 +118,6 @@ def test_metrics_expose_vllm_prefix_cache_counters(client: httpx.Client) -> None
     metrics = httpx.get(root + "/metrics").text
     assert "vllm:prefix_cache_queries_total{" in metrics
     assert "vllm:prefix_cache_hits_total{" in metrics
-    rate = prefix_cache_hit_rate(metrics)
+    rate = engine_load(metrics).prefix_cache_hit_rate
     assert rate is not None and 0 < rate < 1
     assert client.get("/models").json()["data"][0]["object"] == "model"

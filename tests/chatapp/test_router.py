@@ -12,7 +12,7 @@ from chatapp.breaker import BreakerState, CircuitBreaker
 from chatapp.completions import Completions
 from chatapp.config import ModelConfig
 from chatapp.errors import EngineUnavailable
-from chatapp.health import prefix_cache_hit_rate
+from chatapp.health import EngineLoad, engine_load
 from chatapp.router import affinity_key, choose
 from chatapp.upstreams import ModelPool, Upstream
 
@@ -196,15 +196,22 @@ def test_affinity_key_from_session_user_or_prompt_opening() -> None:
     assert affinity_key(bare1) == affinity_key(bare2)
 
 
-def test_vllm_prefix_cache_hit_rate_from_metrics() -> None:
+def test_a_vllm_engines_load_and_prefix_cache_hit_rate_from_its_metrics() -> None:
     text = (
         "# HELP vllm:prefix_cache_queries_total x\n"
         'vllm:prefix_cache_queries_total{model_name="m"} 400.0\n'
         'vllm:prefix_cache_hits_total{model_name="m"} 100.0\n'
-        "vllm:num_requests_running 3\n"
+        'vllm:num_requests_running{engine="0",model_name="m"} 3.0\n'
+        'vllm:num_requests_running{engine="1",model_name="m"} 2.0\n'  # summed
+        'vllm:num_requests_waiting{engine="0",model_name="m"} 7.0\n'
+        'vllm:num_requests_waiting_by_reason{reason="capacity"} 99.0\n'  # another metric
+        "vllm:num_requests_waiting broken\n"  # not a number: left out
     )
-    assert prefix_cache_hit_rate(text) == 0.25
-    assert prefix_cache_hit_rate("vllm:num_requests_running 3\n") is None
+    assert engine_load(text) == EngineLoad(running=5.0, waiting=7.0, prefix_cache_hit_rate=0.25)
+    assert engine_load("vllm:num_requests_running 3\n") == EngineLoad(running=3.0)
+    # Not vLLM: nothing known, and so not asked again.
+    assert not engine_load("llamacpp:requests_processing 1\n").is_vllm
+    assert not engine_load("<html>404</html>").is_vllm
 
 
 def test_a_passing_health_check_does_not_close_an_open_breaker() -> None:
