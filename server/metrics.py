@@ -196,15 +196,23 @@ async def metrics(request: Request) -> Response:
 
 
 async def engine_metrics(request: Request) -> Response:
-    """GET /metrics/engines lists the local engines; /metrics/engines/{upstream} proxies one
-    engine's own /metrics (vLLM's queue depth, KV cache, prefix cache), so one scrape config
-    covers a box."""
+    """GET /metrics/engines lists the local vLLM engines, the scrape targets;
+    /metrics/engines/{upstream} proxies one engine's own /metrics (vLLM's queue depth, KV cache,
+    prefix cache), so one scrape config covers a box. llama-cpp-python's server has no
+    /metrics: listed, it would be a scrape target forever down."""
     state: GatewayState = request.app.state.chatapp
     local = {u.name: u for pool in state.pools.values() for u in pool.upstreams if u.supervisor}
     name = request.path_params.get("upstream")
     if name is None:
-        lines = [f"/metrics/engines/{n}" for n in sorted(local)]
-        return PlainTextResponse("\n".join(lines) + "\n")
+        vllm = [
+            u.name
+            for pool in state.pools.values()
+            if pool.model.engine == "vllm"
+            for u in pool.upstreams
+            if u.supervisor
+        ]
+        lines = [f"/metrics/engines/{n}" for n in sorted(vllm)]
+        return PlainTextResponse("".join(f"{line}\n" for line in lines))
     upstream = local.get(name)
     if upstream is None:
         raise NotFound(f"No local engine '{name}' (see /metrics/engines).")
