@@ -103,9 +103,14 @@ def start_server(
 
 
 @contextmanager
-def serving(home: Path, config: Path | None = None, timeout: float = 120.0) -> Iterator[LiveServer]:
+def serving(
+    home: Path,
+    config: Path | None = None,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
     """A live `chatapp serve`, ready, for the block's time; stopped however the block ends."""
-    live = start_server(home, config)
+    live = start_server(home, config, env)
     try:
         live.wait_ready(timeout)
         yield live
