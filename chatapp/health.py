@@ -97,8 +97,7 @@ async def check_upstream(client: httpx.AsyncClient, upstream: Upstream, timeout:
         upstream.record_check(False, f"health check: HTTP {response.status_code}")
         return
     upstream.record_check(True)
-    local_vllm = launch is not None and launch.health_path == "/health"
-    if local_vllm or (supervisor is None and upstream.engine_metrics is not False):
+    if upstream.engine_metrics is not False:  # a vLLM engine, or a node not yet asked
         await _read_load(client, upstream, root, timeout)
 
 
@@ -111,7 +110,8 @@ async def _read_load(
     except httpx.HTTPError:
         return  # asked again at the next check
     load = engine_load(answer.text) if answer.status_code == 200 else EngineLoad()
-    upstream.engine_metrics = load.is_vllm
+    if upstream.supervisor is None:  # a remote node's answer says whether it is vLLM
+        upstream.engine_metrics = load.is_vllm
     upstream.engine_running, upstream.engine_waiting = load.running, load.waiting
     upstream.prefix_cache_hit_rate = load.prefix_cache_hit_rate
 

@@ -58,7 +58,8 @@ class Upstream:
     checked_at: float | None = None
     prefix_cache_hit_rate: float | None = None
     # A vLLM engine's own count of requests it runs and holds in its queue (chatapp/health.py);
-    # None where unknown. `engine_metrics`: whether it serves vLLM's /metrics (None: not asked).
+    # None where unknown. `engine_metrics`: whether it serves vLLM's /metrics, known for a
+    # local engine from its kind, for a remote node from its first answer (None: not asked).
     engine_running: float | None = None
     engine_waiting: float | None = None
     engine_metrics: bool | None = None
@@ -292,6 +293,7 @@ def _local(
         supervisor=supervisor,
         reports_stream_usage=probe.reports_stream_usage,
         plain_messages=probe.plain_messages,
+        engine_metrics=model.engine == "vllm",  # llama-cpp-python's server has no /metrics
         gpus=gpus,
     )
     if replica == 0 and probe.tokenizer:

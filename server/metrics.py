@@ -204,15 +204,8 @@ async def engine_metrics(request: Request) -> Response:
     local = {u.name: u for pool in state.pools.values() for u in pool.upstreams if u.supervisor}
     name = request.path_params.get("upstream")
     if name is None:
-        vllm = [
-            u.name
-            for pool in state.pools.values()
-            if pool.model.engine == "vllm"
-            for u in pool.upstreams
-            if u.supervisor
-        ]
-        lines = [f"/metrics/engines/{n}" for n in sorted(vllm)]
-        return PlainTextResponse("".join(f"{line}\n" for line in lines))
+        listed = sorted(n for n, u in local.items() if u.engine_metrics)
+        return PlainTextResponse("".join(f"/metrics/engines/{n}\n" for n in listed))
     upstream = local.get(name)
     if upstream is None:
         raise NotFound(f"No local engine '{name}' (see /metrics/engines).")
