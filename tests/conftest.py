@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +100,14 @@ def start_server(
             cwd=Path(__file__).parent.parent,
         )
     return LiveServer(process=process, home=home, port=port)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Return once `condition()` is true; fail the test if it is not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from chatapp.context import SUMMARY_PREFIX
 from chatapp.conversations import ConversationStore
 from chatapp.paths import DB_NAME
 from chatapp.store import open_database
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, wait_for
 from tests.scripted_upstream import ScriptedUpstream
 
 
@@ -357,17 +357,10 @@ def test_another_users_conversation_is_404_on_every_route(api: Api, server: Live
     assert api.http.get(f"/conversations/{cid}").status_code == 200
 
 
-def _wait_for(predicate: object, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_an_untitled_conversation_gets_a_title_after_its_first_exchange(api: Api) -> None:
     conv = api.new(title="")
     api.events(conv["id"], "Plan a trip to Lisbon in May please")
-    _wait_for(lambda: api.http.get(f"/conversations/{conv['id']}").json()["title"])
+    wait_for(lambda: api.http.get(f"/conversations/{conv['id']}").json()["title"])
     # The stand-in answers "ok" when not streaming: the title came from the model, not from
     # the fallback ("Plan a trip to Lisbon in…").
     assert api.http.get(f"/conversations/{conv['id']}").json()["title"] == "ok"
@@ -511,7 +504,7 @@ def test_dropped_turns_are_summarized_and_the_summary_stands_in_for_them(
     first = api.events(conv["id"], questions[0])
     api.events(conv["id"], questions[1])
     api.events(conv["id"], questions[2])  # 99 tokens: the first question is dropped
-    _wait_for(lambda: api.http.get(f"/conversations/{conv['id']}").json()["summary"])
+    wait_for(lambda: api.http.get(f"/conversations/{conv['id']}").json()["summary"])
     stored = api.http.get(f"/conversations/{conv['id']}").json()
     assert stored["summary"] == "ok"  # what the stand-in answers
     assert stored["summary_through"] == first[0][2]["user_message_id"]

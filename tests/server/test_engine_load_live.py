@@ -7,8 +7,7 @@ with no /metrics, as most remote providers are.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -16,7 +15,7 @@ import pytest
 
 from bench.emulator import EngineProfile, serve_in_thread
 from chatapp.engines.supervisor import free_port
-from tests.conftest import ADMIN_KEY, LiveServer, serving
+from tests.conftest import ADMIN_KEY, LiveServer, serving, wait_for
 from tests.scripted_upstream import ScriptedUpstream
 
 
@@ -53,21 +52,12 @@ def _engine_requests(gateway: LiveServer) -> dict[str, float]:
     return _series(page, "chatapp_upstream_engine_requests")
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("not seen in time")
-
-
 def test_a_vllm_upstreams_running_and_waiting_requests_are_gauges(gateway: LiveServer) -> None:
     def running() -> float:
         found = [v for k, v in _engine_requests(gateway).items() if 'state="running"' in k]
         return found[0] if found else -1.0
 
-    _wait_for(lambda: running() == 0.0)  # read from the engine at the checks, idle
+    wait_for(lambda: running() == 0.0, timeout=5)  # read from the engine at the checks, idle
     answered: list[str] = []
 
     def ask() -> None:
@@ -80,7 +70,7 @@ def test_a_vllm_upstreams_running_and_waiting_requests_are_gauges(gateway: LiveS
     streams = [threading.Thread(target=ask) for _ in range(2)]
     for stream in streams:
         stream.start()
-    _wait_for(lambda: running() == 2.0)  # the engine's own count, both in flight
+    wait_for(lambda: running() == 2.0, timeout=5)  # the engine's own count, both in flight
     series = _engine_requests(gateway)
     assert all('model="emu"' in labels for labels in series)  # the scripted node has none
     (waiting,) = [v for k, v in series.items() if 'state="waiting"' in k]
@@ -88,7 +78,7 @@ def test_a_vllm_upstreams_running_and_waiting_requests_are_gauges(gateway: LiveS
     for stream in streams:
         stream.join(timeout=30)
     assert len(answered) == 2 and all(answered)
-    _wait_for(lambda: running() == 0.0)
+    wait_for(lambda: running() == 0.0, timeout=5)
 
 
 def test_fleet_status_shows_the_engine_queue_where_the_engine_says(gateway: LiveServer) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import openai
 import psutil
 import pytest
 
-from tests.conftest import ADMIN_KEY, LiveServer, serving
+from tests.conftest import ADMIN_KEY, LiveServer, serving, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +75,4 @@ def test_its_metrics_are_listed_proxied_and_read(gateway: LiveServer) -> None:
     assert proxied.status_code == 200 and "vllm:num_requests_running{" in proxied.text
     # Its load, read at the health checks, on the gateway's own page.
     want = 'chatapp_upstream_engine_requests{model="gpu",state="waiting",upstream="gpu@local"} 0.0'
-    deadline = time.monotonic() + 5
-    while want not in httpx.get(f"{gateway.url}/metrics").text:
-        assert time.monotonic() < deadline, "the engine's load never showed"
-        time.sleep(0.1)
+    wait_for(lambda: want in httpx.get(f"{gateway.url}/metrics").text, timeout=5)
