@@ -23,6 +23,7 @@ from chatapp.limits import LIMIT_KINDS
 
 __all__ = [
     "ADMIN_KEY",
+    "UNSTORED",
     "Processes",
     "Server",
     "cpu_seconds",
@@ -37,6 +38,9 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "ca-bench-admin-key-0123456789abcdef"
+# A gateway kind: `record_usage = false`, and conversations that store no messages
+# (bench/unstored_serve.py): chats with persistence off.
+UNSTORED = "unstored"
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -161,9 +165,10 @@ def start_copier(procs: Processes, engine: Server) -> Server:
 
 def gateway_config(kind: str, engines: Mapping[str, Server]) -> str:
     """models.toml with every engine a node of its own model (no local engine); `kind` is
-    "default", "no-usage" (`record_usage = false`) or "tiers" (limits that admit all)."""
+    "default", "no-usage" (`record_usage = false`), UNSTORED (the same, run by
+    `spawn_gateway` with `unstored`) or "tiers" (limits that admit all)."""
     lines = ["[server]", 'host = "127.0.0.1"']
-    if kind == "no-usage":
+    if kind in ("no-usage", UNSTORED):
         lines.append("record_usage = false")
     for name, engine in engines.items():
         lines += ["", f"[models.{name}]", "context_window = 32768"]
@@ -182,7 +187,13 @@ def start_gateways(
 ) -> dict[str, Server]:
     """`chatapp serve` per entry of `kinds` (name → config kind), each with its own data dir."""
     gateways = {
-        name: spawn_gateway(procs, name, gateway_config(kind, engines), procs.tmp / f"home-{name}")
+        name: spawn_gateway(
+            procs,
+            name,
+            gateway_config(kind, engines),
+            procs.tmp / f"home-{name}",
+            unstored=kind == UNSTORED,
+        )
         for name, kind in kinds.items()
     }
     for gateway in gateways.values():
@@ -190,13 +201,17 @@ def start_gateways(
     return gateways
 
 
-def spawn_gateway(procs: Processes, name: str, config: str, home: Path) -> Server:
+def spawn_gateway(
+    procs: Processes, name: str, config: str, home: Path, *, unstored: bool = False
+) -> Server:
     """`chatapp serve` on the models.toml text `config`, with `home` its data dir and the
-    bench's admin key; started, not yet ready."""
+    bench's admin key (`unstored`: its conversations store no messages); started, not yet
+    ready."""
     path = procs.tmp / f"{name}.toml"
     path.write_text(config)
     port = free_port()
     env = {**os.environ, "CHATAPP_HOME": str(home), "CHATAPP_ADMIN_KEY": ADMIN_KEY}
-    argv = [sys.executable, "-m", "cli", "serve", "--config", str(path), "--port", str(port)]
+    module = "bench.unstored_serve" if unstored else "cli"
+    argv = [sys.executable, "-m", module, "serve", "--config", str(path), "--port", str(port)]
     spawned = procs.spawn(argv, name, env)
     return Server(name, f"http://127.0.0.1:{port}", spawned.process, ADMIN_KEY)
