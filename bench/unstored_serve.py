@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatapp.conversations import ConversationStore
+from cli.main import app
 
 __all__ = ["main"]
 
@@ -31,8 +32,6 @@ def main() -> None:
     """The chatapp command line (`serve ...`), with a turn's writes left out."""
     ConversationStore.add_turn = _write_nothing  # type: ignore[method-assign]
     ConversationStore.finish_message = _write_nothing  # type: ignore[method-assign]
-    from cli.main import app
-
     app()
 
 
